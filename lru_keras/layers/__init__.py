@@ -1,0 +1,7 @@
+"""Layers for parameter-sharing CNNs: layer reuse, channel shuffle, fast grouped 1x1 conv."""
+
+from lru_keras.layers.channel_shuffle import ChannelShuffle
+from lru_keras.layers.grouped_pointwise import GroupedPointwiseConv2D
+from lru_keras.layers.reuse import LRUBlock, Reused
+
+__all__ = ["ChannelShuffle", "GroupedPointwiseConv2D", "LRUBlock", "Reused"]

@@ -1,0 +1,227 @@
+"""The registry of pretrained weights, and loading them safely.
+
+Model code and weight metadata are kept apart (as in timm): `zoo/manifest.json`, written by
+`zoo/convert_reference.py`, lists every weights file with the builder arguments it fits, its
+dataset, sha256 and recorded accuracy. The files ship inside the package (`lru_keras.weights`,
+mapped from the top-level `zoo/` folder by setup.cfg), so `weights="cifar10"` resolves offline.
+Loading checks the sha256 first and refuses a corrupt or mismatched file before any variable
+is touched.
+"""
+
+import dataclasses
+import hashlib
+import importlib.resources
+import json
+import os
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+ARCHITECTURE_KEYS = ("reuse", "width", "shuffle")
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsEntry:
+    """One weights file: what it fits (builder + arguments), where it is, how good it is."""
+
+    name: str
+    builder: str
+    dataset: str
+    arguments: dict
+    classes: int
+    input_shape: tuple
+    file: str
+    sha256: str = None
+    accuracy: float = None
+    card: str = None
+    source: str = None
+
+    def path(self):
+        """Absolute path of the weights file."""
+        return Path(self.file) if os.path.isabs(self.file) else weights_dir() / self.file
+
+    def describe(self):
+        """Builder call that these weights fit, e.g. `LruNet(reuse=14, width=1.0)`."""
+        args = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items())
+        return f"{self.builder}({args})"
+
+
+def weights_dir():
+    """The folder holding the weights: installed package data, else the source tree's zoo/."""
+    try:
+        installed = importlib.resources.files("lru_keras.weights")
+        if installed.joinpath(MANIFEST).is_file():
+            return Path(str(installed))
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parents[2] / "zoo"
+
+
+def list_weights(builder=None, dataset=None):
+    """All registered weights, optionally only those of one builder and/or dataset."""
+    manifest = json.loads((weights_dir() / MANIFEST).read_text())
+    entries = [
+        WeightsEntry(**{**item, "input_shape": tuple(item["input_shape"])})
+        for item in manifest["weights"]
+    ]
+    return [
+        e for e in entries
+        if (builder is None or e.builder == builder) and (dataset is None or e.dataset == dataset)
+    ]
+
+
+def get_weights(name):
+    """The entry called `name` (e.g. "lrunet14_1x.cifar10"); ValueError listing the names."""
+    for entry in list_weights():
+        if entry.name == name:
+            return entry
+    names = [e.name for e in list_weights()]
+    raise ValueError(f"Unknown weights name {name!r}; registered names: {names}.")
+
+
+def resolve(weights, builder, include_top, classes, input_shape, **architecture):
+    """Finds the weights entry for a builder call, or raises a ValueError naming what fits.
+
+    `weights` is a dataset name of the registry, a registered weights name, or a path to a
+    `.weights.h5` file (loaded without a hash, for the user's own checkpoints).
+    """
+    entries = list_weights(builder=builder)
+    datasets = sorted({e.dataset for e in entries})
+    if isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".weights.h5"):
+        if not os.path.isfile(weights):
+            raise ValueError(f"`weights` file {str(weights)!r} does not exist.")
+        return WeightsEntry(
+            name=os.path.basename(str(weights)), builder=builder, dataset=None,
+            arguments=architecture, classes=classes, input_shape=input_shape,
+            file=os.path.abspath(weights),
+        )
+    names = {e.name: e for e in entries}
+    if weights in names:
+        candidates = [names[weights]]
+    elif weights in datasets:
+        candidates = [e for e in entries if e.dataset == weights]
+    else:
+        raise ValueError(
+            f"`weights` must be None, a path to a .weights.h5 file, one of the datasets "
+            f"{datasets} or one of {sorted(names)}; got {weights!r}."
+        )
+    wanted = {k: architecture[k] for k in ARCHITECTURE_KEYS if k in architecture}
+    matching = [e for e in candidates if _fits(e.arguments, wanted)]
+    if not matching:
+        fits = "; ".join(e.describe() for e in candidates)
+        given = ", ".join(f"{k}={v!r}" for k, v in wanted.items())
+        raise ValueError(
+            f"No {builder} weights {weights!r} for {given}. Weights {weights!r} exist for: {fits}."
+        )
+    entry = matching[0]
+    if include_top and classes is not None and classes != entry.classes:
+        raise ValueError(
+            f"`classes`={classes} does not fit weights {entry.name!r}, which have "
+            f"{entry.classes} classes. Use classes={entry.classes} (or None), or "
+            f"include_top=False to reuse the backbone."
+        )
+    if input_shape is not None:
+        input_shape = tuple(input_shape)
+        if include_top and input_shape != entry.input_shape:
+            raise ValueError(
+                f"`input_shape`={input_shape} does not fit weights {entry.name!r} "
+                f"(input_shape={entry.input_shape}); with include_top=False only the channel "
+                f"count ({entry.input_shape[-1]}) must match."
+            )
+        if not include_top and input_shape[-1] != entry.input_shape[-1]:
+            raise ValueError(
+                f"`input_shape`={input_shape} has {input_shape[-1]} channels; weights "
+                f"{entry.name!r} need {entry.input_shape[-1]}."
+            )
+    return entry
+
+
+def _fits(arguments, wanted):
+    return all(arguments.get(k, v) == v for k, v in wanted.items())
+
+
+def sha256_of(path):
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(entry):
+    """Raises ValueError unless the entry's file exists and has the recorded sha256."""
+    path = entry.path()
+    if not path.is_file():
+        raise ValueError(f"Weights file for {entry.name!r} is missing: {path}.")
+    if entry.sha256 is not None:
+        actual = sha256_of(path)
+        if actual != entry.sha256:
+            raise ValueError(
+                f"Weights file {path} is corrupt or not the registered one: sha256 {actual}, "
+                f"expected {entry.sha256}. Nothing was loaded; reinstall lru_keras."
+            )
+    return path
+
+
+def load_into(model, entry, include_top=True):
+    """Verifies `entry` and loads it into `model`, strictly (every variable, every shape).
+
+    A headless model (include_top=False) is filled from a full model built with the same
+    arguments, layer by layer, so one weights file serves both.
+    """
+    path = verify(entry)
+    if include_top:
+        _load_strict(model, path)
+        return
+    from lru_keras.zoo import builders  # the registry of builders; imported late (cycle)
+
+    full = builders.get_builder(entry.builder)(
+        **entry.arguments, classes=entry.classes, input_shape=model.input_shape[1:],
+        include_top=True, weights=None,
+    )
+    _load_strict(full, path)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(full.get_layer(layer.name).get_weights())
+
+
+def _load_strict(model, path):
+    """`model.load_weights` that refuses a file whose variables differ in any way.
+
+    Keras ignores variables a file has but the model lacks (e.g. weights of N=2 load into
+    N=1 without a word), so the file's variable layout is compared first with the layout the
+    model itself saves.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = os.path.join(tmp, "layout.weights.h5")
+        model.save_weights(reference)
+        expected = _h5_layout(reference)
+    stored = _h5_layout(path)
+    if stored != expected:
+        missing = sorted(set(expected) - set(stored))[:3]
+        extra = sorted(set(stored) - set(expected))[:3]
+        shapes = sorted(k for k in set(stored) & set(expected) if stored[k] != expected[k])[:3]
+        raise ValueError(
+            f"Weights file {path} does not fit model {model.name!r}: nothing was loaded. "
+            f"Variables missing from the file: {missing}; not in the model: {extra}; "
+            f"shape differences: {[(k, stored[k], expected[k]) for k in shapes]}."
+        )
+    model.load_weights(path)
+
+
+def _h5_layout(path):
+    """{variable path: shape} of a Keras .weights.h5 file."""
+    import h5py
+
+    layout = {}
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(
+                lambda key, obj: layout.__setitem__(key, obj.shape)
+                if isinstance(obj, h5py.Dataset) else None
+            )
+    except OSError as error:
+        raise ValueError(f"Weights file {path} is not a readable .weights.h5 file: {error}")
+    return layout
