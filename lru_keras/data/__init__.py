@@ -14,11 +14,11 @@ from lru_keras.data.pipeline import (
 from lru_keras.data.sample import load_sample
 from lru_keras.data.store import (
     DatasetNotAvailableError, default_data_dir, import_arrays, import_npz, import_shared,
-    list_prepared, prepared_counts, prepared_dir)
+    list_prepared, prepared_counts, prepared_dir, resolve_data_dir)
 
 __all__ = [
     "DATASETS", "DatasetNotAvailableError", "DatasetSpec", "augment_batch", "class_names",
     "default_data_dir", "import_arrays", "import_npz", "import_shared", "info",
     "list_prepared", "load", "load_sample", "prepared_counts", "prepared_dir", "random_crop",
-    "random_flip", "random_rotation", "split_size",
+    "random_flip", "random_rotation", "resolve_data_dir", "split_size",
 ]

@@ -72,7 +72,8 @@ class DatasetSpec:
     class_names: tuple[str, ...]
     shared_files: types.MappingProxyType
     coarse_class_names: tuple[str, ...] = ()
-    shared_notes: types.MappingProxyType = types.MappingProxyType({})
+    shared_notes: types.MappingProxyType = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({}))
 
     @property
     def num_classes(self) -> int:

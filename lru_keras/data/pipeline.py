@@ -42,8 +42,7 @@ def load(name: str, split: str = "test", *, batch_size: int = 256, training: boo
     target = resolve_data_dir(data_dir)
     num_examples = split_size(name, split, target)
     ds = tfds.load(info(name).tfds_name, split=split, data_dir=str(target), download=False,
-                   as_supervised=True, shuffle_files=shuffle,
-                   read_config=tfds.ReadConfig(shuffle_seed=seed))
+                   as_supervised=True)  # imports are ordered, so no file shuffling
     if shuffle:
         ds = ds.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
@@ -138,7 +137,8 @@ def random_crop(images, seed):
 def random_rotation(images, seed):
     """Rotate each image about its centre by a uniform angle in +-MAX_ROTATION_DEGREES.
 
-    Bilinear interpolation; corners that come from outside the image are zero.
+    Bilinear interpolation; corners that come from outside the image are zero. The result is
+    clipped to [0, 255], the pixel range `load` promises.
     """
     shape = tf.shape(images)
     max_angle = math.radians(MAX_ROTATION_DEGREES)
@@ -152,9 +152,10 @@ def random_rotation(images, seed):
         cos, -sin, center_x - cos * center_x + sin * center_y,
         sin, cos, center_y - sin * center_x - cos * center_y,
         zeros, zeros], axis=1)
-    return keras.ops.image.affine_transform(
+    rotated = keras.ops.image.affine_transform(
         images, transforms, interpolation="bilinear", fill_mode="constant", fill_value=0,
         data_format="channels_last")
+    return keras.ops.clip(rotated, 0.0, 255.0)  # bilinear rounding can overshoot 255 by ~1e-5
 
 
 def random_flip(images, seed):

@@ -153,10 +153,7 @@ def import_arrays(name: str, split: str, x, y, data_dir: str | os.PathLike | Non
     """
     check_split_name(split)
     arrays = check_arrays(name, split, x, y, y_coarse, ids, source="import_arrays arguments")
-    target = resolve_data_dir(data_dir)
-    if not overwrite and _up_to_date(info(name), {split: len(arrays.y)}, target):
-        return prepared_dir(name, target)
-    return _import(name, {split: arrays}, target)
+    return _import_split(name, split, arrays, resolve_data_dir(data_dir), overwrite)
 
 
 def import_npz(name: str, split: str, path: str | os.PathLike,
@@ -164,10 +161,7 @@ def import_npz(name: str, split: str, path: str | os.PathLike,
     """Like `import_arrays`, reading x, y (and optional y_coarse, filenames) from an .npz file."""
     check_split_name(split)
     arrays = read_npz(name, split, path)
-    target = resolve_data_dir(data_dir)
-    if not overwrite and _up_to_date(info(name), {split: len(arrays.y)}, target):
-        return prepared_dir(name, target)
-    return _import(name, {split: arrays}, target)
+    return _import_split(name, split, arrays, resolve_data_dir(data_dir), overwrite)
 
 
 def import_shared(shared_data_dir: str | os.PathLike, names=None,
@@ -179,6 +173,8 @@ def import_shared(shared_data_dir: str | os.PathLike, names=None,
     the shared files' example counts is skipped before its images are even read.
     """
     shared = Path(shared_data_dir).expanduser()
+    if isinstance(names, str):
+        names = [names]
     names = list(DATASETS) if names is None else [info(n).name for n in names]
     target = resolve_data_dir(data_dir)
     done = {}
@@ -214,6 +210,8 @@ def read_npz(name: str, split: str, path: str | os.PathLike) -> SplitArrays:
 def _npz_count(path: Path) -> int:
     """Number of examples in an .npz, read from its small label array only."""
     with np.load(path) as arrays:
+        if "y" not in arrays.files:
+            raise ValueError(f"{path}: missing array 'y'; it has {sorted(arrays.files)}")
         return len(arrays["y"])
 
 
@@ -225,6 +223,14 @@ def _up_to_date(spec: DatasetSpec, counts: dict[str, int], data_dir: Path) -> bo
     print(f"{spec.name}: already prepared in {prepared_dir(spec.name, data_dir)} with the same "
           f"example counts {counts}; skipped")
     return True
+
+
+def _import_split(name: str, split: str, arrays: SplitArrays, data_dir: Path,
+                  overwrite: bool) -> Path:
+    """Write one split (keeping the others) unless it is prepared with the same size already."""
+    if not overwrite and _up_to_date(info(name), {split: len(arrays.y)}, data_dir):
+        return prepared_dir(name, data_dir)
+    return _import(name, {split: arrays}, data_dir)
 
 
 def _import(name: str, splits: dict[str, SplitArrays], data_dir: Path) -> Path:
