@@ -32,14 +32,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and not self.synchronized
         ):
             return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
-
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            ops.cast(inputs, "float32"), self.gamma, self.beta,
-            epsilon=self.epsilon, is_training=True,
-        )
-        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
-            moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))
+        outputs, mean, variance = normalize_batch(inputs, self.gamma, self.beta, self.epsilon)
+        update_moving_statistics(self, mean, variance)
         return ops.cast(outputs, self.compute_dtype)
 
 
@@ -47,3 +41,31 @@ def folded_scale_offset(norm):
     """(scale, offset) with `norm(x) == x * scale + offset` in inference mode."""
     scale = norm.gamma * ops.rsqrt(norm.moving_variance + norm.epsilon)
     return scale, norm.beta - norm.moving_mean * scale
+
+
+def normalize_batch(x, gamma, beta, epsilon):
+    """Training-mode batch normalisation over all but the last axis.
+
+    Returns (normalised x, batch mean, unbiased batch variance). Uses TensorFlow's fused
+    kernel on the TF backend (4-D input), `keras.ops.moments` elsewhere.
+    """
+    if keras.backend.backend() == "tensorflow" and len(x.shape) == 4:
+        import tensorflow as tf
+
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            ops.cast(x, "float32"), gamma, beta, epsilon=epsilon, is_training=True
+        )
+        return ops.cast(y, x.dtype), mean, variance
+    axes = list(range(len(x.shape) - 1))
+    mean, variance = ops.moments(ops.cast(x, "float32"), axes)
+    count = ops.cast(ops.prod(ops.shape(x)[:-1]), "float32")
+    y = (ops.cast(x, "float32") - mean) * ops.rsqrt(variance + epsilon) * gamma + beta
+    return ops.cast(y, x.dtype), mean, variance * count / ops.maximum(count - 1.0, 1.0)
+
+
+def update_moving_statistics(norm, mean, variance):
+    """Exponential moving averages of a BatchNorm layer, as Keras updates them."""
+    norm.moving_mean.assign(norm.moving_mean * norm.momentum + mean * (1.0 - norm.momentum))
+    norm.moving_variance.assign(
+        norm.moving_variance * norm.momentum + variance * (1.0 - norm.momentum)
+    )
