@@ -18,7 +18,7 @@ from lru_keras.layers.batch_norm import (
 )
 from lru_keras.layers.channel_shuffle import ChannelShuffle
 from lru_keras.layers.grouped_pointwise import GroupedPointwiseConv2D
-from lru_keras.layers.shuffle_layout import grouped_kernel_index, plan_shuffles
+from lru_keras.layers.shuffle_layout import expanded_indices, plan_shuffles
 from lru_keras.layers.validation import require_positive_int
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as in the reference network.
@@ -80,7 +80,8 @@ class Reused(keras.layers.Layer):
     def build(self, input_shape):
         shape = tuple(input_shape)
         for j, layer in enumerate(self.reused_layers):
-            layer.build(shape)
+            if not layer.built:  # from_config / .keras loading builds sublayers already
+                layer.build(shape)
             shape = tuple(layer.compute_output_shape(shape))
             for i in range(self.times):
                 self.norm(i, j).build(shape)
@@ -181,19 +182,21 @@ class LRUBlock(Reused):
         layouts, self.moves, self.final_gather = plan_shuffles(
             self.filters, group_size, self.times, shuffle=self.shuffle is not None
         )
-        self.inverse_layouts = [np.argsort(layout).astype("int32") for layout in layouts]
         self.layouts = [layout.astype("int32") for layout in layouts]
-        self.kernel_indices = [grouped_kernel_index(layout, group_size) for layout in layouts]
+        self.inverse_layouts = [np.argsort(layout).astype("int32") for layout in layouts]
+        self.expanded = [
+            expanded_indices(layout, group_size, self.depth_multiplier) for layout in layouts
+        ]
 
     def call(self, x, training=None):
         """N reuses on the physical channel layout (see `shuffle_layout`), fast on CPU.
 
         Mathematically the paper's block: `Reused.call` is the literal version, and tests
         check that both agree. Differences in formulation, each measured on 2 CPU cores:
-        the depth-multiplier-2 depthwise conv runs as one multiplier-1 depthwise conv per
-        output copy (oneDNN's multiplier-2 kernel was ~10x slower), so the grouped 1x1 conv
-        is a sum of one grouped conv per copy; the shuffle is a transpose; in inference
-        every BatchNorm is folded into the conv before it.
+        the depth-multiplier-2 depthwise conv runs as a multiplier-1 depthwise conv on the
+        input tiled group by group (oneDNN's multiplier-2 kernel was ~10x slower); the
+        shuffle is a transpose; in inference every BatchNorm is folded into the conv before
+        it.
         """
         for i in range(self.times):
             if training:
@@ -207,60 +210,53 @@ class LRUBlock(Reused):
             x = ops.take(x, self.final_gather, axis=-1)
         return x
 
-    def _physical_kernels(self, i):
-        """Per output copy m: the depthwise kernel slice and grouped 1x1 kernel slice, in
-        reuse i's physical channel order."""
-        inverse = self.inverse_layouts[i]
-        multiplier = self.depth_multiplier
-        dw = ops.take(self.depthwise.kernel, inverse, axis=2)
-        pw = self.pointwise.kernel
-        shape = (1, 1, self.filters // self.groups, self.filters)
-        for m in range(multiplier):
-            pw_part = ops.reshape(pw[:, :, m::multiplier, :], (-1,))
-            yield dw[..., m : m + 1], ops.reshape(ops.take(pw_part, self.kernel_indices[i]), shape)
+    def _tile_groups(self, x):
+        """(…, C) -> (…, M * C): each group of channels repeated M times, side by side."""
+        groups, multiplier = self.groups, self.depth_multiplier
+        batch_shape = ops.shape(x)[:-1]
+        x = ops.reshape(x, (*batch_shape, groups, 1, self.filters // groups))
+        x = ops.repeat(x, multiplier, axis=-2)
+        return ops.reshape(x, (*batch_shape, self.filters * multiplier))
 
-    def _physical(self, vector, i, copy=None):
-        """A per-channel vector (of the depthwise output if `copy` is given) in reuse i's
-        physical order."""
-        if copy is not None:
-            vector = vector[copy :: self.depth_multiplier]
-        return ops.take(vector, self.inverse_layouts[i])
+    def _physical_kernels(self, i):
+        """Depthwise (multiplier 1, on the tiled input) and grouped 1x1 kernels in reuse i's
+        physical channel order."""
+        depthwise_index, _, pointwise_index = self.expanded[i]
+        kernel = self.depthwise.kernel
+        dw = ops.reshape(kernel, (*kernel.shape[:2], -1))
+        dw = ops.expand_dims(ops.take(dw, depthwise_index, axis=2), -1)
+        pw = ops.take(ops.reshape(self.pointwise.kernel, (-1,)), pointwise_index)
+        return dw, ops.reshape(pw, self.pointwise.kernel.shape)
 
     def _reuse_inference(self, i, x):
         dtype = self.compute_dtype
+        depthwise_index = self.expanded[i][0]
+        dw, pw = self._physical_kernels(i)
         dw_scale, dw_offset = folded_scale_offset(self.norm(i, 0))
         pw_scale, pw_offset = folded_scale_offset(self.norm(i, 1))
-        pw_scale = self._physical(pw_scale, i)
-        z = x + ops.cast(self._physical(pw_offset, i), dtype)
-        for m, (dw, pw) in enumerate(self._physical_kernels(i)):
-            dw = dw * ops.reshape(self._physical(dw_scale, i, m), (1, 1, -1, 1))
-            d = ops.depthwise_conv(x, ops.cast(dw, dtype), 1, padding="same")
-            d = d + ops.cast(self._physical(dw_offset, i, m), dtype)
-            z = z + self.pointwise.convolution_op(d, ops.cast(pw * pw_scale, dtype))
-        return ops.relu(z)
+        dw = dw * ops.reshape(ops.take(dw_scale, depthwise_index), (1, 1, -1, 1))
+        pw = pw * ops.take(pw_scale, self.inverse_layouts[i])
+        d = ops.depthwise_conv(self._tile_groups(x), ops.cast(dw, dtype), 1, padding="same")
+        d = d + ops.cast(ops.take(dw_offset, depthwise_index), dtype)
+        z = self.pointwise.convolution_op(d, ops.cast(pw, dtype))
+        return ops.relu(z + ops.cast(ops.take(pw_offset, self.inverse_layouts[i]), dtype) + x)
 
     def _reuse_training(self, i, x):
         dw_norm, pw_norm = self.norm(i, 0), self.norm(i, 1)
-        layout = self.layouts[i]
-        z, stats = None, []
-        for m, (dw, pw) in enumerate(self._physical_kernels(i)):
-            d = ops.depthwise_conv(x, ops.cast(dw, x.dtype), 1, padding="same")
-            d, mean, variance = normalize_batch(
-                d, self._physical(dw_norm.gamma, i, m), self._physical(dw_norm.beta, i, m),
-                dw_norm.epsilon,
-            )
-            stats.append((ops.take(mean, layout), ops.take(variance, layout)))
-            part = self.pointwise.convolution_op(d, ops.cast(pw, d.dtype))
-            z = part if z is None else z + part
-        # logical depthwise channel c * multiplier + m
-        update_moving_statistics(
-            dw_norm,
-            ops.reshape(ops.stack([mean for mean, _ in stats], axis=-1), (-1,)),
-            ops.reshape(ops.stack([variance for _, variance in stats], axis=-1), (-1,)),
+        depthwise_index, depthwise_position, _ = self.expanded[i]
+        inverse, layout = self.inverse_layouts[i], self.layouts[i]
+        dw, pw = self._physical_kernels(i)
+        d = ops.depthwise_conv(self._tile_groups(x), ops.cast(dw, x.dtype), 1, padding="same")
+        d, mean, variance = normalize_batch(
+            d, ops.take(dw_norm.gamma, depthwise_index), ops.take(dw_norm.beta, depthwise_index),
+            dw_norm.epsilon,
         )
+        update_moving_statistics(
+            dw_norm, ops.take(mean, depthwise_position), ops.take(variance, depthwise_position)
+        )
+        z = self.pointwise.convolution_op(d, ops.cast(pw, d.dtype))
         z, mean, variance = normalize_batch(
-            z, self._physical(pw_norm.gamma, i), self._physical(pw_norm.beta, i),
-            pw_norm.epsilon,
+            z, ops.take(pw_norm.gamma, inverse), ops.take(pw_norm.beta, inverse), pw_norm.epsilon
         )
         update_moving_statistics(pw_norm, ops.take(mean, layout), ops.take(variance, layout))
         return ops.relu(z + x)

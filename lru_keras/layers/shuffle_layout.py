@@ -60,18 +60,29 @@ def plan_shuffles(channels, group_size, reuses, shuffle=True):
     return layouts, moves, final
 
 
-def grouped_kernel_index(layout, group_size):
-    """Flat index that re-lays a grouped 1x1 kernel slice (group_size rows, C columns).
+def expanded_indices(layout, group_size, multiplier):
+    """Index arrays for running the depthwise conv on a group-wise tiled copy of the input.
 
-    A grouped kernel's row r of column o is the weight from input channel
-    `(o // group_size) * group_size + r`. For physical column o (logical channel
-    inverse[o]) and physical row r (logical input channel inverse[block(o) + r]), the weight
-    is the logical kernel's entry (row: that input's position in its group, column:
-    inverse[o]).
+    The depthwise conv with depth multiplier M runs as a multiplier-1 conv on the input tiled
+    group by group: physical channel e = (g, m, r) (group g, copy m, position r in the group)
+    holds input channel g * group_size + r. Its output then has each group's M * group_size
+    channels side by side, as the grouped 1x1 conv needs. Returns
+    - `depthwise`: for each e, the logical depthwise output channel (c * M + m) it computes;
+    - `position`: for each logical depthwise output channel, its e (inverse of `depthwise`);
+    - `pointwise`: flat index into the logical grouped 1x1 kernel (M * group_size rows, C
+      columns) giving the kernel for this layout: row m * group_size + r of physical column o
+      is the weight from logical input channel inverse[block(o) + r], copy m.
     """
     inverse = np.argsort(layout)
     channels = len(layout)
-    rows = np.arange(group_size)[:, None]
-    cols = np.arange(channels)[None, :]
-    logical_inputs = inverse[(cols // group_size) * group_size + rows]
-    return ((logical_inputs % group_size) * channels + inverse[cols]).reshape(-1).astype("int32")
+    groups = channels // group_size
+    g, m, r = np.meshgrid(np.arange(groups), np.arange(multiplier), np.arange(group_size),
+                          indexing="ij")
+    depthwise = (inverse[g * group_size + r] * multiplier + m).reshape(-1)
+    position = np.argsort(depthwise)
+    rows_m, rows_r = np.divmod(np.arange(multiplier * group_size), group_size)
+    cols = np.arange(channels)
+    logical_inputs = inverse[(cols[None, :] // group_size) * group_size + rows_r[:, None]]
+    logical_rows = (logical_inputs % group_size) * multiplier + rows_m[:, None]
+    pointwise = (logical_rows * channels + inverse[cols][None, :]).reshape(-1)
+    return depthwise.astype("int32"), position.astype("int32"), pointwise.astype("int32")

@@ -98,10 +98,10 @@ def LruNet(
             weights, builder="LruNet", reuse=reuse, width=width, shuffle=shuffle,
             include_top=include_top, classes=classes, input_shape=input_shape,
         )
-        classes = classes or entry.classes
-        input_shape = input_shape or entry.input_shape
-    classes = require_positive_int("classes", classes or DEFAULT_CLASSES)
-    input_shape = tuple(input_shape or DEFAULT_INPUT_SHAPE)
+        classes = entry.classes if classes is None else classes
+        input_shape = entry.input_shape if input_shape is None else input_shape
+    classes = require_positive_int("classes", DEFAULT_CLASSES if classes is None else classes)
+    input_shape = tuple(DEFAULT_INPUT_SHAPE if input_shape is None else input_shape)
     if len(input_shape) != 3 or min(input_shape[:2]) < 16:
         raise ValueError(
             f"`input_shape` must be (height, width, channels) with height and width >= 16, "

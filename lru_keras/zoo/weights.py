@@ -10,7 +10,6 @@ is touched.
 
 import dataclasses
 import hashlib
-import importlib.resources
 import json
 import os
 from pathlib import Path
@@ -46,14 +45,14 @@ class WeightsEntry:
 
 
 def weights_dir():
-    """The folder holding the weights: installed package data, else the source tree's zoo/."""
-    try:
-        installed = importlib.resources.files("lru_keras.weights")
-        if installed.joinpath(MANIFEST).is_file():
-            return Path(str(installed))
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parents[2] / "zoo"
+    """The folder holding the weights: installed package data, else the source tree's zoo/.
+
+    A (non-editable) install puts zoo/ at lru_keras/weights (setup.cfg's package_dir);
+    a source checkout or editable install reads the top-level zoo/ folder itself.
+    """
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "weights"
+    return installed if (installed / MANIFEST).is_file() else package.parent / "zoo"
 
 
 def list_weights(builder=None, dataset=None):

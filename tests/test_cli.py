@@ -1,0 +1,155 @@
+"""The `lru-keras` command line, run in-process through `main([...])`.
+
+Evaluations use the 1-reuse CIFAR-10 port (fast) on the bundled sample or on 200 real test
+images of ../shared/data (conftest's `test_set`) imported into a temporary TFDS dir.
+"""
+
+import json
+import re
+
+import pytest
+
+from lru_keras import data
+from lru_keras.cli import main
+from lru_keras.zoo import LruNet, list_weights
+
+FAST = "lrunet1_1x.cifar10"
+ACCURACY_LINE = re.compile(r"^accuracy: (\d+\.\d\d)% on (\d+) images of (\w+)/(\w+)")
+
+
+def run(capsys, *argv):
+    """(exit status, stdout, stderr) of `lru-keras argv...`."""
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def cifar10_dir(tmp_path_factory, test_set):
+    """A TFDS data dir holding 200 real CIFAR-10 test images (every 50th) as 'test'."""
+    x, y = test_set("cifar10")
+    target = tmp_path_factory.mktemp("tfds")
+    data.import_arrays("cifar10", "test", x[::50], y[::50], target)
+    return target
+
+
+def test_zoo_list_shows_every_weights_entry(capsys):
+    status, out, _ = run(capsys, "zoo", "list")
+    assert status == 0
+    for entry in list_weights():
+        assert re.search(rf"^{re.escape(entry.name)}\s+{re.escape(entry.describe())}", out, re.M)
+    assert "206,282" in out and "89.34" in out
+
+
+def test_zoo_list_json_has_params_and_accuracy(capsys):
+    status, out, _ = run(capsys, "zoo", "list", "--json")
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert status == 0 and len(rows) == len(list_weights()) == 6
+    assert rows["lrunet14_2x.cifar100"]["params"] == 663716
+    assert rows["lrunet10_1x.fashion_mnist"]["accuracy"] == 93.46
+
+
+def test_info_prints_the_papers_counts(capsys):
+    status, out, _ = run(capsys, "info", "--reuse", "14", "--width", "1", "--dataset", "cifar10")
+    assert status == 0
+    assert "206,282 trainable" in out and "conv params:   125,002" in out
+    assert "MFLOPs:        35.50" in out and "multiply-accumulates" in out
+    assert re.search(r"^stage4\s+LRUBlock\s+dw 3x3, 1x1 g8\s+14\s+4x4x512", out, re.M)
+
+
+def test_info_of_weights_as_json(capsys):
+    status, out, _ = run(capsys, "info", "--weights", "lrunet10_1x.fashion_mnist", "--json")
+    info = json.loads(out)
+    assert status == 0 and info["weights"]["accuracy"] == 93.46
+    assert (info["trainable_params"], info["conv_params"]) == (182090, 123850)
+    assert info["input_shape"] == [28, 28, 1]
+    assert [row["name"] for row in info["stages"]][:2] == ["stem_conv", "stage1"]
+
+
+def test_info_with_classes_and_input_shape(capsys):
+    status, out, _ = run(capsys, "info", "--reuse", "1", "--width", "2", "--classes", "100",
+                         "--input-shape", "32,32,3", "--json")
+    assert status == 0 and json.loads(out)["trainable_params"] == 513956
+
+
+def test_evaluate_sample_prints_an_accuracy_line_and_json(capsys):
+    status, out, _ = run(capsys, "evaluate", "--sample", "--weights", FAST)
+    assert status == 0
+    accuracy, images, dataset, split = ACCURACY_LINE.match(out.splitlines()[-1]).groups()
+    assert (images, dataset, split) == ("500", "cifar10", "sample")
+    # 1-LruNet-1x: 83.91% on the full test set; 424 of these 500 images (+-2 for float noise)
+    assert abs(float(accuracy) - 84.8) <= 0.4
+
+    status, out, _ = run(capsys, "evaluate", "--sample", "--weights", FAST, "--json")
+    result = json.loads(out)
+    assert status == 0 and result["model"] == FAST and result["images"] == 500
+    assert f"{result['accuracy']:.2f}" == accuracy
+    assert result["images_per_second"] > 0 and result["seconds"] > 0
+
+
+def test_evaluate_on_an_imported_dataset_split(capsys, cifar10_dir):
+    status, out, err = run(capsys, "evaluate", "--weights", FAST, "--dataset", "cifar10",
+                           "--data-dir", str(cifar10_dir), "--batch-size", "64")
+    assert status == 0, err
+    accuracy, images, dataset, split = ACCURACY_LINE.match(out.splitlines()[-1]).groups()
+    assert (images, dataset, split) == ("200", "cifar10", "test") and float(accuracy) > 75
+
+    status, out, _ = run(capsys, "evaluate", "--weights", FAST, "--dataset", "cifar10",
+                         "--data-dir", str(cifar10_dir), "--limit", "70", "--json")
+    result = json.loads(out)
+    assert status == 0 and (result["images"], result["split"]) == (70, "test")
+
+
+def test_evaluate_a_saved_keras_file(capsys, tmp_path):
+    path = tmp_path / "lrunet1.keras"
+    LruNet(reuse=1, weights="cifar10").save(path)
+    _, out, _ = run(capsys, "evaluate", str(path), "--sample", "--limit", "100", "--json")
+    _, reference, _ = run(capsys, "evaluate", "--weights", FAST, "--sample", "--limit", "100",
+                          "--json")
+    assert json.loads(out)["accuracy"] == json.loads(reference)["accuracy"]
+
+
+def test_missing_dataset_is_a_clear_error_with_status_2(capsys, tmp_path):
+    status, out, err = run(capsys, "evaluate", "--weights", FAST, "--dataset", "cifar10",
+                           "--data-dir", str(tmp_path))
+    assert status == 2 and "Traceback" not in err
+    assert "not prepared" in err and "lru-keras data import" in err
+
+
+def test_tflite_models_are_rejected_as_not_yet_supported(capsys):
+    status, _, err = run(capsys, "evaluate", "model.tflite", "--sample")
+    assert status == 2 and "not yet supported" in err
+
+
+def test_weights_that_do_not_fit_the_dataset_are_an_error(capsys):
+    status, _, err = run(capsys, "evaluate", "--sample", "--weights", "lrunet1_1x.fashion_mnist")
+    assert status == 2 and "(28, 28, 1)" in err and "(32, 32, 3)" in err
+
+
+@pytest.mark.parametrize("argv, named, allowed", [
+    (["info", "--weights", "nope"], "--weights", "lrunet14_1x.cifar10"),
+    (["info", "--width", "0.3"], "--width", "multiple of 0.125"),
+    (["info", "--reuse", "0"], "--reuse", "positive integer"),
+    (["info", "--input-shape", "32,32"], "--input-shape", "HEIGHT,WIDTH,CHANNELS"),
+    (["info", "--dataset", "mnist"], "--dataset", "fashion_mnist"),
+    (["info", "--weights", FAST, "--reuse", "2"], "--reuse", "--weights"),
+    (["evaluate", "--weights", FAST], "--dataset", "--sample"),
+    (["evaluate", "--sample"], "--weights", "MODEL_FILE"),
+    (["evaluate", "--sample", "--weights", FAST, "--split", "train"], "--split", "--dataset"),
+    (["evaluate", "--dataset", "cifar10", "--weights", FAST, "--batch-size", "0"],
+     "--batch-size", "positive integer"),
+])
+def test_bad_arguments_exit_2_naming_the_argument(capsys, argv, named, allowed):
+    status, _, err = run(capsys, *argv)
+    assert status == 2
+    assert named in err and allowed in err and "Traceback" not in err
+
+
+def test_data_commands_are_wired(capsys, tmp_path):
+    status, out, _ = run(capsys, "data", "list", "--data-dir", str(tmp_path))
+    assert status == 0 and re.search(r"cifar10\s+not prepared", out)
+
+
+def test_help_exits_0(capsys):
+    status, out, _ = run(capsys, "--help")
+    assert status == 0 and "evaluate" in out and "data" in out

@@ -1,0 +1,284 @@
+"""Tests of the pretrained weights: golden outputs, port fidelity, the registry, refusals.
+
+References: ../shared/reference/cnn-layer-reuse (the authors' checkpoints as .npz, the golden
+input/output pair of the reference network) and the shipped files in zoo/.
+"""
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import keras
+
+from lru_keras.zoo import LruNet, get_weights, list_weights
+from lru_keras.zoo import weights as registry
+
+REPO = Path(__file__).resolve().parents[1]
+ZOO = REPO / "zoo"
+SHIPPED = [
+    "lrunet1_1x.cifar10", "lrunet14_1x.cifar10", "lrunet1_2x.cifar100",
+    "lrunet14_2x.cifar100", "lrunet1_1x.fashion_mnist", "lrunet10_1x.fashion_mnist",
+]
+
+
+def load_convert_reference():
+    """zoo/convert_reference.py, imported by file path (zoo/ is not a package in the tree)."""
+    spec = importlib.util.spec_from_file_location("convert_reference",
+                                                  ZOO / "convert_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def variables(model):
+    return {v.path: v.numpy().copy() for v in model.weights}
+
+
+def assert_same_variables(a, b):
+    assert sorted(a) == sorted(b)
+    for path in a:
+        np.testing.assert_array_equal(a[path], b[path], err_msg=path)
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Golden output and port fidelity
+# --------------------------------------------------------------------------------------------
+def test_golden_logits_of_reference_network_reproduced(reference_dir):
+    golden = np.load(reference_dir / "golden" / "cifar10-lru1-ckpt-08391.npz")
+    x, logits = golden["x"], golden["logits"]
+    assert x.shape == (16, 32, 32, 3) and logits.shape == (16, 10)
+    model = LruNet(reuse=1, weights="cifar10", include_preprocessing=False,
+                   classifier_activation=None)
+    out = model.predict(x, batch_size=16, verbose=0)
+    assert np.abs(logits).max() > 1.0  # a meaningful reference, not zeros
+    np.testing.assert_allclose(out, logits, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(out.argmax(1), logits.argmax(1))
+
+
+def test_shipped_names_are_the_six_ported_checkpoints():
+    convert = load_convert_reference()
+    assert [e.name for e in list_weights()] == SHIPPED
+    assert list(convert.CHECKPOINTS) == SHIPPED
+    for entry in list_weights():
+        checkpoint, dataset, arguments, classes, input_shape = convert.CHECKPOINTS[entry.name]
+        assert entry.builder == "LruNet" and entry.dataset == dataset
+        assert entry.arguments == {**arguments, "shuffle": True}
+        assert entry.classes == classes and entry.input_shape == input_shape
+        assert checkpoint in entry.source
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_equal_a_fresh_port_of_the_reference(name, reference_state,
+                                                             reference_dir):
+    convert = load_convert_reference()
+    checkpoint, _, arguments, classes, input_shape = convert.CHECKPOINTS[name]
+    ported = convert.build_for(arguments, classes, input_shape)
+    convert.port(reference_state(checkpoint), ported, arguments["reuse"])
+
+    shipped = LruNet(**arguments, weights=name, classifier_activation=None)
+    assert shipped.input_shape[1:] == input_shape and shipped.output_shape == (None, classes)
+    assert_same_variables(variables(shipped), variables(ported))
+
+    records = json.loads((reference_dir / "checkpoints.json").read_text())
+    params = sum(int(np.prod(w.shape)) for w in shipped.trainable_weights)
+    assert params == records[checkpoint]["params"]
+
+
+def test_port_refuses_a_checkpoint_of_another_reuse(reference_state):
+    convert = load_convert_reference()
+    model = convert.build_for(dict(reuse=1, width=1.0), 10, (32, 32, 3))
+    with pytest.raises(ValueError, match="not ported"):
+        convert.port(reference_state("cifar10-lru14-ckpt-08934"), model, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+def test_manifest_sha256_matches_every_file():
+    manifest = json.loads((ZOO / "manifest.json").read_text())
+    assert len(manifest["weights"]) == len(SHIPPED)
+    for item in manifest["weights"]:
+        path = ZOO / item["file"]
+        assert path.is_file(), path
+        assert sha256(path) == item["sha256"], item["name"]
+        assert registry.verify(get_weights(item["name"])) == path
+
+
+def test_manifest_records_the_checkpoints_accuracy_and_source_hash(reference_dir):
+    convert = load_convert_reference()
+    records = json.loads((reference_dir / "checkpoints.json").read_text())
+    for entry in list_weights():
+        checkpoint = convert.CHECKPOINTS[entry.name][0]
+        assert entry.accuracy == records[checkpoint]["acc"]
+        source_hash = sha256(reference_dir / f"{checkpoint}.npz")
+        assert entry.source.endswith(f"source sha256 {source_hash}")
+
+
+def test_license_and_cards_ship_with_the_weights(reference_dir):
+    license_file = ZOO / "LICENSE"
+    assert license_file.read_bytes() == (reference_dir / "LICENSE").read_bytes()
+    assert "MIT License" in license_file.read_text()
+    assert "Köpüklü" in json.loads((ZOO / "manifest.json").read_text())["license"]
+    for entry in list_weights():
+        card = ZOO / entry.card
+        assert card.is_file(), card
+        text = card.read_text()
+        assert entry.name in text and f"{entry.accuracy:.2f}%" in text
+        assert f'weights="{entry.dataset}"' in text and "MIT" in text
+
+
+@pytest.mark.parametrize(
+    "kwargs, fits",
+    [(dict(reuse=2, weights="cifar10"), ["reuse=1", "reuse=14"]),
+     (dict(reuse=1, width=2.0, weights="cifar10"), ["width=1.0"]),
+     (dict(reuse=14, width=1.0, weights="cifar100"), ["width=2.0"]),
+     (dict(reuse=1, shuffle=False, weights="cifar10"), ["shuffle=True"]),
+     (dict(reuse=1, weights="lrunet14_1x.cifar10"), ["reuse=14"]),
+     (dict(reuse=1, weights="cifar10", classes=100), ["classes=10", "include_top=False"]),
+     (dict(reuse=1, weights="cifar10", input_shape=(64, 64, 3)), ["(32, 32, 3)"]),
+     (dict(reuse=1, weights="fashion_mnist", input_shape=(32, 32, 3)), ["(28, 28, 1)"]),
+     (dict(reuse=1, weights="cifar10", include_top=False, input_shape=(32, 32, 1)),
+      ["need 3"]),
+     (dict(reuse=1, weights="imagenet"), ["cifar10", "cifar100", "fashion_mnist"])],
+)
+def test_incompatible_weights_raise_naming_what_fits(kwargs, fits):
+    with pytest.raises(ValueError) as error:
+        LruNet(**kwargs)
+    for text in fits:
+        assert text in str(error.value), (text, str(error.value))
+
+
+def test_include_top_false_loads_the_backbone(cifar10_images):
+    images = cifar10_images[0][:16].astype(np.float32)
+    full = LruNet(reuse=1, weights="cifar10")
+    backbone = LruNet(reuse=1, weights="cifar10", include_top=False)
+    tap = keras.Model(full.input, full.get_layer("stage4_pool").output)
+    expected = tap.predict(images, verbose=0)
+    assert expected.max() > 0
+    np.testing.assert_allclose(backbone.predict(images, verbose=0), expected,
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_include_top_false_loads_the_backbone_at_another_input_size():
+    full = LruNet(reuse=1, weights="cifar10")
+    backbone = LruNet(reuse=1, weights="cifar10", include_top=False, input_shape=(64, 64, 3))
+    assert backbone.output_shape == (None, 4, 4, 512)
+    for layer in backbone.layers:
+        for a, b in zip(layer.get_weights(), full.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert len(backbone.weights) > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Refusal of corrupt or mismatched files
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def corrupt_zoo(tmp_path, monkeypatch):
+    """A copy of zoo/ (manifest + lrunet1_1x.cifar10) with one byte of stem_conv's kernel flipped.
+
+    The file stays a valid .weights.h5 (only a float changes), so only the sha256 can tell.
+    """
+    name = "lrunet1_1x.cifar10.weights.h5"
+    shutil.copy(ZOO / "manifest.json", tmp_path / "manifest.json")
+    target = tmp_path / name
+    shutil.copy(ZOO / name, target)
+    with h5py.File(target, "r") as f:
+        found = []
+        f.visititems(lambda key, obj: found.append(key)
+                     if isinstance(obj, h5py.Dataset) and obj.shape == (3, 3, 3, 64) else None)
+        assert len(found) == 1  # the stem conv kernel
+        offset = f[found[0]].id.get_offset()
+    data = bytearray(target.read_bytes())
+    data[offset + 1] ^= 0x40
+    target.write_bytes(bytes(data))
+    monkeypatch.setattr(registry, "weights_dir", lambda: tmp_path)
+    return tmp_path
+
+
+def test_corrupt_registered_file_is_refused_and_nothing_loaded(corrupt_zoo):
+    with pytest.raises(ValueError, match="sha256"):
+        LruNet(reuse=1, weights="cifar10")
+    entry = get_weights("lrunet1_1x.cifar10")
+    assert entry.path().parent == corrupt_zoo
+
+    model = LruNet(reuse=1)
+    before = variables(model)
+    with pytest.raises(ValueError, match="sha256") as error:
+        registry.load_into(model, entry)
+    assert entry.sha256 in str(error.value)
+    assert_same_variables(variables(model), before)
+
+    # The corruption is silent without the hash: the file loads, with one changed kernel value.
+    registry.load_into(model, dataclasses.replace(entry, sha256=None))
+    clean = LruNet(reuse=1)
+    registry._load_strict(clean, ZOO / "lrunet1_1x.cifar10.weights.h5")
+    diff = model.get_layer("stem_conv").kernel.numpy() != \
+        clean.get_layer("stem_conv").kernel.numpy()
+    assert diff.sum() == 1
+
+
+def test_user_weights_of_a_different_reuse_are_refused(tmp_path):
+    path = tmp_path / "reuse2.weights.h5"
+    LruNet(reuse=2).save_weights(path)
+    with pytest.raises(ValueError, match="does not fit"):
+        LruNet(reuse=1, weights=str(path))
+
+    model = LruNet(reuse=1)
+    before = variables(model)
+    entry = registry.resolve(str(path), builder="LruNet", include_top=True, classes=None,
+                             input_shape=None, reuse=1, width=1.0, shuffle=True)
+    with pytest.raises(ValueError, match="nothing was loaded"):
+        registry.load_into(model, entry)
+    assert_same_variables(variables(model), before)
+
+    smaller = tmp_path / "reuse1.weights.h5"
+    LruNet(reuse=1).save_weights(smaller)
+    with pytest.raises(ValueError, match="does not fit"):
+        LruNet(reuse=2, weights=str(smaller))
+    narrow = tmp_path / "narrow.weights.h5"
+    LruNet(reuse=1, width=0.5).save_weights(narrow)
+    with pytest.raises(ValueError, match="does not fit"):
+        LruNet(reuse=1, weights=str(narrow))
+
+
+def test_user_weights_of_the_same_architecture_load_exactly(tmp_path, cifar10_images):
+    source = LruNet(reuse=1, weights="cifar10")
+    path = tmp_path / "mine.weights.h5"
+    source.save_weights(path)
+    loaded = LruNet(reuse=1, weights=path)
+    assert_same_variables(variables(loaded), variables(source))
+    images = cifar10_images[0][:8].astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0),
+                                  source.predict(images, verbose=0))
+
+
+def test_non_h5_files_are_refused_clearly(tmp_path):
+    fake = tmp_path / "notes.weights.h5"
+    fake.write_text("these are not weights\n")
+    with pytest.raises(ValueError, match="not a readable .weights.h5 file"):
+        LruNet(reuse=1, weights=str(fake))
+    model = LruNet(reuse=1)
+    before = variables(model)
+    entry = registry.resolve(str(fake), builder="LruNet", include_top=True, classes=None,
+                             input_shape=None, reuse=1, width=1.0, shuffle=True)
+    with pytest.raises(ValueError, match="not a readable"):
+        registry.load_into(model, entry)
+    assert_same_variables(variables(model), before)
+
+    arrays = tmp_path / "weights.npz"
+    np.savez(arrays, a=np.zeros(3))
+    with pytest.raises(ValueError, match="`weights` must be None, a path to a .weights.h5"):
+        LruNet(reuse=1, weights=str(arrays))
+    with pytest.raises(ValueError, match="does not exist"):
+        LruNet(reuse=1, weights=str(tmp_path / "missing.weights.h5"))
