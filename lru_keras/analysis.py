@@ -38,7 +38,8 @@ MFLOPS_CONVENTION = (
 def count_parameters(model):
     """{"trainable", "conv", "non_trainable"} parameter counts; shared variables count once."""
     conv_weights = [
-        w for layer in _all_layers(model) if isinstance(layer, COUNTED_LAYERS)
+        w for layer in _all_layers(model)
+        if isinstance(layer, COUNTED_LAYERS) or _counts_own_macs(layer)
         for w in layer.weights
     ]
     return {
@@ -171,6 +172,8 @@ def _call_macs(layer, inputs, outputs):
         return count_macs(layer)
     if isinstance(layer, COUNTED_LAYERS):
         return _leaf_macs(layer, inputs, outputs)
+    if _counts_own_macs(layer):  # e.g. REAFConv2D: a conv layer that knows its own cost
+        return layer.count_macs(inputs, outputs)
     if hasattr(layer, "kernel") or any(
         isinstance(sub, COUNTED_LAYERS) for sub in _all_layers(layer)
     ):
@@ -220,9 +223,17 @@ def _kernel(layer):
     strides = tuple(getattr(layer, "strides", None) or (1,))
     if set(strides) != {1}:
         text += "/s" + ("x".join(map(str, strides)) if len(set(strides)) > 1 else str(strides[0]))
-    if getattr(layer, "groups", 1) > 1:
+    groups = getattr(layer, "groups", 1)
+    if isinstance(groups, tuple):  # REAFConv2D: (G_I, G_M, G_O)
+        text += (" REAF " + "-".join(map(str, groups))) if groups != (1, 1, 1) else ""
+    elif groups > 1:
         text += f" g{layer.groups}"
     return text
+
+
+def _counts_own_macs(layer):
+    """True for conv-like layers with a `count_macs(input_shape, output_shape)` method."""
+    return callable(getattr(layer, "count_macs", None)) and not isinstance(layer, keras.Model)
 
 
 def _all_layers(layer):

@@ -496,7 +496,7 @@ def test_lru_block_rejects_bad_arguments():
 # Reused (generic wrapper)
 # --------------------------------------------------------------------------------------------
 def dense_reused(rng, times=3):
-    layer = Reused(keras.layers.Dense(8), times=times, residual=True, activation="relu",
+    layer = Reused(keras.layers.Dense(8, name="dense"), times=times, residual=True, activation="relu",
                    name="reused_dense")
     layer.build((None, 8))
     kernel = rng.normal(0, 0.5, (8, 8)).astype(np.float32)

@@ -2,6 +2,8 @@
 
 from lru_keras.layers.channel_shuffle import ChannelShuffle
 from lru_keras.layers.grouped_pointwise import GroupedPointwiseConv2D
+from lru_keras.layers.reaf import REAFConv2D, REAFPlusNormalization
 from lru_keras.layers.reuse import LRUBlock, Reused
 
 __all__ = ["ChannelShuffle", "GroupedPointwiseConv2D", "LRUBlock", "Reused"]
+__all__ += ["REAFConv2D", "REAFPlusNormalization"]

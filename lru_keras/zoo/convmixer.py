@@ -1,0 +1,171 @@
+"""ConvMixer (Trockman & Kolter, "Patches are all you need?", 2022), with inter-layer kernel
+sharing (Azadbakht et al., "Drastically reducing the number of trainable parameters in deep
+CNNs by inter-layer kernel-sharing", ../shared/papers/kernel-sharing.md).
+
+Layout of ConvMixer-`width`/`depth` (channels_last):
+
+    stem:   conv patch x patch / stride patch (width, bias) -> GELU -> BN
+    block:  x + BN(GELU(depthwise k x k "same" (bias)(x)))          (residual)
+            BN(GELU(pointwise 1x1 (width, bias)(x)))
+            ... `depth` blocks
+    head:   global average pool -> Dense(classes, bias)
+
+Kernel sharing (paper Sec. 3.1): the `depth` blocks are split into K/2 consecutive runs; all
+depthwise convs of a run are ONE layer object (kernel and bias), and so are all pointwise convs
+of a run. K = 2 ("full") is the paper's two-kernel model, K = 4 and 8 its four- and
+eight-kernel models. Every call keeps its own BatchNorm (BatchNorms are never shared), so the
+trainable count grows with depth only by 4 x width per block. Counts (CIFAR-10, kernel 9,
+patch 1) are the paper's exactly, e.g. Table 1: ConvMixer-128/4 112,138, shared
+ConvMixer-283/4 112,644.
+"""
+
+import keras
+
+from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
+from lru_keras.layers.validation import require_choice, require_positive_int
+from lru_keras.zoo import weights as weights_registry
+
+DEFAULT_INPUT_SHAPE = (32, 32, 3)
+DEFAULT_CLASSES = 10
+SHARING_NAMES = ("none", "full")
+
+
+def sharing_runs(depth, sharing):
+    """Block indices (0-based) of each sharing run: one list per shared pair of kernels.
+
+    "none" gives `depth` runs of one block (no sharing); "full" = 2 kernels = one run of every
+    block; K kernels = K/2 consecutive runs, as equal as possible (the first `depth % (K/2)`
+    runs are one block longer). K/2 = depth is allowed and equals the baseline (paper Fig. 3:
+    "the eight-kernel model with a depth of four is the same as the baseline").
+    """
+    if sharing == "none":
+        return [[i] for i in range(depth)]
+    kernels = 2 if sharing == "full" else sharing
+    if (isinstance(kernels, bool) or not isinstance(kernels, int) or kernels < 2
+            or kernels % 2 or kernels // 2 > depth):
+        raise ValueError(
+            f"`sharing` must be 'none', 'full' or an even number of kernels K with "
+            f"2 <= K <= 2 * depth ({2 * depth} for depth={depth}; the paper uses 2, 4 and 8), "
+            f"got {sharing!r}."
+        )
+    runs, extra = divmod(depth, kernels // 2)
+    bounds, start = [], 0
+    for r in range(kernels // 2):
+        size = runs + (1 if r < extra else 0)
+        bounds.append(list(range(start, start + size)))
+        start += size
+    return bounds
+
+
+def ConvMixer(
+    width,
+    depth,
+    kernel_size=9,
+    patch_size=1,
+    sharing="none",
+    weights=None,
+    input_shape=None,
+    include_top=True,
+    include_preprocessing=True,
+    classes=None,
+    classifier_activation="softmax",
+    pooling=None,
+    input_tensor=None,
+    name=None,
+):
+    """Builds ConvMixer-`width`/`depth`, optionally with kernels shared between blocks.
+
+    Args:
+        width: channels of every layer after the stem (paper: 128..1152; 384 in Fig. 3).
+        depth: number of blocks (one depthwise + one pointwise conv each).
+        kernel_size: depthwise kernel size (9 in the paper's CIFAR experiments).
+        patch_size: stem patch size and stride (1 in the paper's CIFAR experiments).
+        sharing: "none" (baseline), "full" (= 2: one depthwise and one pointwise conv for all
+            blocks) or an even number of kernels K (4, 8 in the paper): K/2 consecutive runs
+            of blocks, each run sharing one depthwise and one pointwise conv. BatchNorms are
+            never shared.
+        weights: None (random init) or the path of a `.weights.h5` file saved from a model
+            built with the same arguments (no published ConvMixer weights are registered).
+        input_shape: (height, width, channels); default (32, 32, 3).
+        include_top: keep the classifier; False returns the last block's feature map (or a
+            vector, with `pooling`).
+        include_preprocessing: the model takes raw pixels in [0, 255] (True) and rescales them
+            to [0, 1], or takes [0, 1] (False).
+        classes: number of classes; default 10.
+        classifier_activation: activation on the logits (None returns the logits).
+        pooling: with include_top=False: None, "avg" or "max".
+        input_tensor: optional Keras tensor to use as the model input.
+        name: model name; default "convmixer{width}_{depth}" plus "_shared{K}" when shared.
+    """
+    width = require_positive_int("width", width)
+    depth = require_positive_int("depth", depth)
+    kernel_size = require_positive_int("kernel_size", kernel_size)
+    patch_size = require_positive_int("patch_size", patch_size)
+    if isinstance(sharing, str):
+        require_choice("sharing", sharing, SHARING_NAMES)
+    runs = sharing_runs(depth, sharing)
+    require_choice("pooling", pooling, (None, "avg", "max"))
+    entry = None
+    if weights is not None:
+        entry = weights_registry.resolve(
+            weights, builder="ConvMixer", include_top=include_top, classes=classes,
+            input_shape=input_shape, width=width, depth=depth, kernel_size=kernel_size,
+            patch_size=patch_size, sharing=sharing,
+        )
+    classes = require_positive_int("classes", DEFAULT_CLASSES if classes is None else classes)
+    input_shape = tuple(DEFAULT_INPUT_SHAPE if input_shape is None else input_shape)
+    if len(input_shape) != 3 or min(input_shape[:2]) < patch_size:
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels) with height and width >= "
+            f"patch_size={patch_size}, got {input_shape!r}."
+        )
+    if name is None:
+        kernels = 2 * len(runs)
+        name = f"convmixer{width}_{depth}" + ("" if sharing == "none" else f"_shared{kernels}")
+
+    def batch_norm(layer_name):
+        return keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=layer_name
+        )
+
+    inputs = keras.Input(input_shape, name="image") if input_tensor is None else input_tensor
+    x = inputs
+    if include_preprocessing:
+        x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(x)
+    x = keras.layers.Conv2D(width, patch_size, strides=patch_size, name="stem_conv")(x)
+    x = keras.layers.Activation("gelu", name="stem_gelu")(x)
+    x = batch_norm("stem_bn")(x)
+
+    for r, blocks in enumerate(runs, start=1):
+        # One layer object per run, called by every block of the run: its kernel and bias are
+        # shared, and Keras sums their gradients over the calls.
+        prefix = f"block{blocks[0] + 1}" if len(blocks) == 1 else f"shared{r}"
+        depthwise = keras.layers.DepthwiseConv2D(
+            kernel_size, padding="same", name=f"{prefix}_depthwise"
+        )
+        pointwise = keras.layers.Conv2D(width, 1, name=f"{prefix}_pointwise")
+        for i in blocks:
+            block = f"block{i + 1}"
+            y = depthwise(x)
+            y = keras.layers.Activation("gelu", name=f"{block}_depthwise_gelu")(y)
+            y = batch_norm(f"{block}_depthwise_bn")(y)
+            x = keras.layers.Add(name=f"{block}_add")([x, y])
+            x = pointwise(x)
+            x = keras.layers.Activation("gelu", name=f"{block}_pointwise_gelu")(x)
+            x = batch_norm(f"{block}_pointwise_bn")(x)
+
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.Dense(classes, name="classifier")(x)
+        if classifier_activation is not None:
+            x = keras.layers.Activation(classifier_activation, dtype="float32",
+                                        name="predictions")(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    model = keras.Model(inputs, x, name=name)
+    if entry is not None:
+        weights_registry.load_into(model, entry, include_top=include_top)
+    return model
