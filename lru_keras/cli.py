@@ -1,4 +1,4 @@
-"""`lru-keras`: the command line of the model zoo (zoo list, info, evaluate, data).
+"""`lru-keras`: the command line of the model zoo (zoo list, info, evaluate, data, export).
 
 Parsing only: each command's handler calls library functions (`lru_keras.analysis`,
 `lru_keras.evaluate`, `lru_keras.data`) and prints. `main(argv)` returns the exit status:
@@ -11,6 +11,8 @@ import sys
 
 from lru_keras import analysis, data, evaluate
 from lru_keras.cli_data import add_data_commands
+from lru_keras.cli_train import add_train_commands
+from lru_keras.cli_tflite import add_export_command, run_evaluate_tflite
 from lru_keras.zoo import get_weights, list_weights
 from lru_keras.zoo.lrunet import stage_widths
 
@@ -61,7 +63,7 @@ def build_parser():
                     "--weights-file PATH; or a .keras file) on a prepared dataset split or on "
                     "the 500 CIFAR-10 test images bundled with the package.")
     evaluator.add_argument("model", nargs="?", metavar="MODEL_FILE",
-                           help="a saved .keras model (.tflite: not yet supported)")
+                           help="a saved .keras model, or a .tflite file (run with LiteRT)")
     _add_model_arguments(evaluator)
     evaluator.add_argument("--weights-file", metavar="PATH",
                            help="a .weights.h5 file for the model the arguments describe")
@@ -80,6 +82,8 @@ def build_parser():
     evaluator.set_defaults(func=run_evaluate, parser=evaluator)
 
     add_data_commands(commands)
+    add_train_commands(commands)
+    add_export_command(commands)
     return parser
 
 
@@ -149,6 +153,8 @@ def run_evaluate(args):
     """Handles `evaluate`: builds or loads the model, runs it, prints the accuracy."""
     if args.sample and args.split:
         args.parser.error("--split goes with --dataset; --sample is its own split")
+    if args.model and str(args.model).endswith(".tflite"):
+        return run_evaluate_tflite(args)
     if args.model:
         given = [flag for flag in ("--weights", *ARCHITECTURE_FLAGS.values())
                  if _given(args, flag)]

@@ -1,0 +1,237 @@
+"""`lru-keras train ...`: train a zoo model with `model.fit` (see `lru_keras.train`).
+
+`add_train_commands(subparsers)` adds the `train` command to the main parser; its handler
+(`func`) takes the parsed namespace and returns an exit status. `python -m lru_keras.cli_train
+train ...` runs the same command without the rest of the command line.
+
+    lru-keras train --model lrunet --reuse 14 --width 1.0 --dataset cifar10
+    lru-keras train --model lrunet --reuse 1 --dataset fashion_mnist --recipe short \\
+        --epochs 3 --train-images 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+from lru_keras import data
+from lru_keras.train import config as train_config
+from lru_keras.train import distribute, recipes
+
+EPILOG = """\
+Honest selection: --validation images (default 5,000, or a tenth of a smaller training split)
+are held out of the training split, spread evenly over it; the epoch with the best
+validation accuracy gives best.weights.h5 and drives early stopping, and the test split is
+evaluated once, at the end, with those weights.
+
+Resuming: the same command again continues an interrupted run from its last finished epoch
+(the default --run-dir is derived from the configuration). A run directory of another
+configuration is refused.
+
+Multi-worker: run the same command on every worker with --strategy multiworker and TF_CONFIG
+set (the chief writes RUN_DIR, the others RUN_DIR/workers/<role>).
+"""
+
+
+def add_train_commands(subparsers) -> argparse.ArgumentParser:
+    """Add `train` to an argparse subparsers object; return its parser."""
+    parser = subparsers.add_parser(
+        "train", help="train a model with model.fit (paper or short recipe), resumable",
+        description=_description(),
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="lrunet", metavar="NAME",
+                       help="builder name, case-insensitive (registered: %s; default lrunet)"
+                            % ", ".join(_builders()))
+    model.add_argument("--reuse", type=_positive_int, metavar="N",
+                       help="LruNet: reuses per block (builder default 14)")
+    model.add_argument("--depth", type=_positive_int, metavar="D",
+                       help="depth of the ResNet-style and ConvMixer builders")
+    model.add_argument("--width", type=_positive_number, metavar="W",
+                       help="width: LruNet's multiplier, a multiple of 0.125 (default 1); "
+                            "ConvMixer's channels")
+    model.add_argument("--no-shuffle", action="store_true",
+                       help="LruNet: no channel shuffle between reuses")
+    model.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other builder argument (VALUE is JSON, else a string); "
+                            "repeatable")
+    model.add_argument("--weights", metavar="NAME_OR_FILE",
+                       help="start from pretrained weights (fine-tuning): a registered "
+                            "weights or dataset name, or a .weights.h5 file")
+
+    run = parser.add_argument_group("data and recipe")
+    run.add_argument("--dataset", default="cifar10", choices=sorted(data.DATASETS),
+                     help="default cifar10")
+    run.add_argument("--recipe", default="paper", choices=sorted(recipes.RECIPES),
+                     help="default paper")
+    run.add_argument("--epochs", type=_positive_int, metavar="N")
+    run.add_argument("--batch-size", type=_positive_int, metavar="N",
+                     help="global batch size (over all devices)")
+    run.add_argument("--lr", type=_positive_float, metavar="LR", dest="learning_rate",
+                     help="(peak) learning rate")
+    run.add_argument("--schedule", choices=recipes.SCHEDULES)
+    run.add_argument("--warmup-epochs", type=_non_negative_float, metavar="E")
+    run.add_argument("--momentum", type=float, metavar="M")
+    run.add_argument("--weight-decay", type=_non_negative_float, metavar="WD",
+                     help="coupled L2 as PyTorch's SGD weight_decay (paper: 5e-4)")
+    run.add_argument("--nesterov", action="store_true", default=None)
+    run.add_argument("--dropout", type=float, metavar="P")
+    run.add_argument("--no-augment", action="store_false", dest="augment", default=None,
+                     help="no crop/rotation/flip augmentation")
+    run.add_argument("--patience", type=_non_negative_int, metavar="EPOCHS",
+                     help="early-stopping patience on validation accuracy (0: off)")
+    run.add_argument("--validation", type=_non_negative_int, metavar="N",
+                     help="images held out of the training split for selection (0: none)")
+    run.add_argument("--train-images", type=_positive_int, metavar="N",
+                     help="train on only N images (spread over the split)")
+    run.add_argument("--test-images", type=_positive_int, metavar="N",
+                     help="test on only N images (spread over the split)")
+    run.add_argument("--seed", type=int, default=0, help="default 0")
+
+    where = parser.add_argument_group("where and how")
+    where.add_argument("--run-dir", metavar="DIR",
+                       help="run directory (default runs/<model>-<args>-<dataset>-<recipe>-"
+                            "<hash of the configuration>)")
+    where.add_argument("--data-dir", metavar="DIR",
+                       help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    where.add_argument("--strategy", default="none", choices=distribute.STRATEGIES,
+                       help="tf.distribute: none (one device), mirrored (local GPUs), "
+                            "multiworker (TF_CONFIG); default none")
+    where.add_argument("--cpu-devices", type=_positive_int, metavar="N",
+                       help="with --strategy mirrored: split the CPU into N logical devices "
+                            "(testing without GPUs)")
+    where.add_argument("--mixed-precision", default="auto",
+                       choices=["auto", "off", "float16", "bfloat16"],
+                       help="auto: float16 with a GPU, off on CPU (default auto)")
+    where.add_argument("--jit", default="auto", choices=distribute.JIT_CHOICES,
+                       dest="jit_compile", help="XLA; auto: on with a GPU (default auto)")
+    verbosity = where.add_mutually_exclusive_group()
+    verbosity.add_argument("--quiet", action="store_const", const=2, dest="verbose",
+                           help="one line per epoch instead of a progress bar")
+    verbosity.add_argument("--silent", action="store_const", const=0, dest="verbose",
+                           help="no per-epoch output")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(func=run_train, parser=parser, verbose="auto")
+    return parser
+
+
+def _description() -> str:
+    lines = textwrap.wrap("Train a zoo model on a prepared dataset (see `lru-keras data "
+                          "import`). Options left out take the recipe's value. Recipes:", 90)
+    for recipe in recipes.RECIPES.values():
+        lines += textwrap.wrap(f"{recipe.name}: {recipe.description}", 90,
+                               initial_indent="  ", subsequent_indent="    ")
+    lines += textwrap.wrap("Weight decay is PyTorch's coupled form (the paper's): wd * w is "
+                           "added to the gradient of every parameter, i.e. an L2 penalty "
+                           "wd/2 * ||w||^2 in the loss; not Keras's decoupled weight_decay.", 90)
+    return "\n".join(lines)
+
+
+def config_from_args(args: argparse.Namespace) -> train_config.TrainConfig:
+    """The TrainConfig that parsed `train` arguments describe."""
+    model_args = {}
+    for item in args.model_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            args.parser.error(f"--model-arg expects KEY=VALUE, got {item!r}")
+        try:
+            model_args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            model_args[key] = value
+    for key, value in (("reuse", args.reuse), ("width", args.width), ("depth", args.depth)):
+        if value is not None:
+            model_args[key] = value
+    if args.no_shuffle:
+        model_args["shuffle"] = False
+    fields = ("dataset", "recipe", "epochs", "batch_size", "learning_rate", "schedule",
+              "warmup_epochs", "momentum", "weight_decay", "nesterov", "dropout", "augment",
+              "patience", "validation", "train_images", "test_images", "seed", "weights",
+              "strategy", "cpu_devices", "jit_compile", "run_dir", "data_dir", "verbose")
+    options = {field: getattr(args, field) for field in fields}
+    options["mixed_precision"] = args.mixed_precision
+    return train_config.TrainConfig(model=args.model, model_args=model_args, **options)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handle `train`: run it, print the summary (JSON with --json)."""
+    from lru_keras.train import train
+
+    summary = train(config_from_args(args))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    """`python -m lru_keras.cli_train train ...`: the train command on its own."""
+    parser = argparse.ArgumentParser(prog="lru-keras")
+    add_train_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except SystemExit as stop:
+        return 0 if stop.code is None else stop.code
+    except (ValueError, FileNotFoundError) as error:  # incl. RunDirConflictError
+        print(f"lru-keras: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _builders():
+    from lru_keras.zoo import list_builders
+
+    return [name.lower() for name in list_builders()]
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_number(text):
+    """An int for integer text ("256"), else a float ("0.5", "1.0")."""
+    try:
+        return _positive_int(text) if text.strip().lstrip("+").isdigit() else \
+            _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""The run directory: what a training run writes, and the refusal to mix two runs in one.
+
+Layout (`RunPaths`):
+
+    config.json        the resolved configuration, its data splits, versions
+    log.csv            one row per finished epoch (loss, accuracy, val_*, lr, images/s)
+    tensorboard/       TensorBoard event files
+    state/             the resumable state (weights + optimizer + epoch + history)
+    best.weights.h5    weights of the epoch with the best validation accuracy
+    last.weights.h5    weights after the last finished epoch
+    curves.png         loss and accuracy per epoch
+    summary.json       written at the end: test accuracy of the best weights, and more
+    workers/<role>/    the same files for each non-chief worker of a multi-worker run
+
+A directory whose config.json describes another configuration, or which holds files that no
+run writes, is refused before anything is written in it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+CONFIG = "config.json"
+LOG = "log.csv"
+TENSORBOARD = "tensorboard"
+STATE = "state"
+BEST = "best.weights.h5"
+LAST = "last.weights.h5"
+CURVES = "curves.png"
+SUMMARY = "summary.json"
+WORKERS = "workers"
+ARTIFACTS = {CONFIG, LOG, TENSORBOARD, STATE, BEST, LAST, CURVES, SUMMARY, WORKERS}
+
+
+class RunDirConflictError(ValueError):
+    """The run directory belongs to another configuration (or is not a run directory)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """Where one process of a run writes: `out` is `root`, or root/workers/<role> for a
+    non-chief worker of a multi-worker run."""
+
+    root: Path
+    out: Path
+
+    def __getattr__(self, name):  # config, log, tensorboard, ... -> out / file name
+        files = {"config": CONFIG, "log": LOG, "tensorboard": TENSORBOARD, "state": STATE,
+                 "best": BEST, "last": LAST, "curves": CURVES, "summary": SUMMARY}
+        if name in files:
+            return self.out / files[name]
+        raise AttributeError(name)
+
+
+def paths_for(run_dir: str | os.PathLike, role) -> RunPaths:
+    """The paths of this process (`role`: a `distribute.WorkerRole`)."""
+    root = Path(run_dir).expanduser().absolute()
+    out = root if role.is_chief else root / WORKERS / role.name
+    return RunPaths(root=root, out=out)
+
+
+def check(paths: RunPaths, identity: dict) -> str:
+    """Refuse a directory of another run; return "new", "resume" or "complete".
+
+    Reads only. `identity` is `config.identity(resolved config)`.
+    """
+    for directory in dict.fromkeys((paths.root, paths.out)):
+        if not directory.exists():
+            continue
+        if not directory.is_dir():
+            raise RunDirConflictError(f"run dir {str(directory)!r} exists and is not a directory")
+        config_file = directory / CONFIG
+        if config_file.is_file():
+            stored = read_json(config_file).get("identity")
+            if stored != identity:
+                raise RunDirConflictError(
+                    f"run dir {str(directory)!r} belongs to another configuration "
+                    f"({_differences(stored, identity)}); refusing to resume into it. Use "
+                    f"another run dir, or delete this one to start over. Nothing was written.")
+        else:
+            foreign = sorted(p.name for p in directory.iterdir()
+                             if p.name not in ARTIFACTS and not p.name.startswith("."))
+            if foreign:
+                raise RunDirConflictError(
+                    f"run dir {str(directory)!r} is not empty and is not a training run "
+                    f"directory (no {CONFIG}; it holds {foreign[:5]}); refusing to write in "
+                    f"it. Choose an empty or new directory.")
+    if paths.summary.is_file():
+        return "complete"
+    if (paths.state / "latest.json").is_file():
+        return "resume"
+    return "new"
+
+
+def record(paths: RunPaths, config: dict, identity: dict, plan: dict, environment: dict) -> None:
+    """Write config.json (first start), or check that the data splits are still the same."""
+    paths.out.mkdir(parents=True, exist_ok=True)
+    if paths.config.is_file():
+        stored = read_json(paths.config)
+        if stored.get("data") != plan:
+            raise RunDirConflictError(
+                f"run dir {str(paths.out)!r} was trained on other data splits "
+                f"({_differences(stored.get('data'), plan)}): was the dataset imported again "
+                f"with other sizes? Refusing to resume; nothing was written.")
+        return
+    write_json(paths.config, {"identity": identity, "config": config, "data": plan,
+                              "environment": environment})
+
+
+def _differences(stored, current) -> str:
+    if not isinstance(stored, dict) or not isinstance(current, dict):
+        return f"stored {stored!r}, now {current!r}"
+    keys = sorted(set(stored) | set(current))
+    diffs = [f"{k}: {_brief(stored.get(k))} there, {_brief(current.get(k))} now"
+             for k in keys if stored.get(k) != current.get(k)]
+    return "; ".join(diffs)
+
+
+def _brief(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+    """Write JSON atomically (a temporary file renamed over the target)."""
+    path = Path(path)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
+                                     delete=False) as f:
+        json.dump(value, f, indent=1)
+        f.write("\n")
+    _publish_file(f.name, path)
+
+
+def write_csv(path: str | os.PathLike, history: list[dict]) -> None:
+    """The epoch log as CSV (atomically): epoch first, then every key in first-seen order."""
+    path = Path(path)
+    keys = ["epoch"]
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
+                                     delete=False, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for row in history:
+            writer.writerow(row)
+    _publish_file(f.name, path)
+
+
+def _publish_file(temporary: str, path: Path) -> None:
+    """Give a finished temporary file the usual permissions and rename it over `path`."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    os.replace(temporary, path)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict]:
+    """Rows of log.csv with numbers as floats (epoch as int)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+            for row in rows]
+
+
+def plot_curves(path: str | os.PathLike, history: list[dict], title: str,
+                test_accuracy: float | None = None, best_epoch: int | None = None) -> None:
+    """PNG of training/validation loss and accuracy per epoch (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [row["epoch"] + 1 for row in history]
+    figure = Figure(figsize=(10, 4), dpi=100)
+    for position, metric, label in ((1, "loss", "loss"), (2, "accuracy", "accuracy")):
+        axes = figure.add_subplot(1, 2, position)
+        for key, name in ((metric, "train"), (f"val_{metric}", "validation")):
+            values = [row.get(key) for row in history]
+            if any(v is not None for v in values):
+                axes.plot(epochs, values, marker="o" if len(epochs) < 30 else None,
+                          markersize=3, label=name)
+        if metric == "accuracy" and test_accuracy is not None:
+            axes.axhline(test_accuracy, color="gray", linestyle="--",
+                         label=f"test (best weights): {test_accuracy:.4f}")
+        if best_epoch is not None:
+            axes.axvline(best_epoch + 1, color="gray", linestyle=":", linewidth=1)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(temporary)
+    os.replace(temporary, path)
