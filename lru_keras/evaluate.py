@@ -63,12 +63,14 @@ def build_model(weights=None, *, reuse=None, width=None, dataset=None, classes=N
 
 
 def load_model_file(path):
-    """A whole saved Keras model (`.keras`). TFLite files are rejected: not yet supported."""
+    """A whole saved Keras model (`.keras`). TFLite files run with LiteRT instead
+    (`lru_keras.tflite.evaluate`), so they are refused here with a pointer to it."""
     path = str(path)
     if path.endswith(".tflite"):
         raise ValueError(
-            f"model {path!r}: evaluating .tflite models is not yet supported; evaluate the Keras "
-            f"model instead (--weights NAME, or a .keras file)."
+            f"model {path!r} is a .tflite file, not a Keras model: evaluate it with "
+            f"lru_keras.tflite.evaluate(path, dataset) or `lru-keras evaluate {path} --dataset "
+            f"NAME`."
         )
     if not path.endswith(".keras"):
         raise ValueError(

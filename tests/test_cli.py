@@ -116,9 +116,11 @@ def test_missing_dataset_is_a_clear_error_with_status_2(capsys, tmp_path):
     assert "not prepared" in err and "lru-keras data import" in err
 
 
-def test_tflite_models_are_rejected_as_not_yet_supported(capsys):
+def test_missing_tflite_model_file_is_a_clear_error(capsys):
+    # .tflite files run with LiteRT (tests/test_tflite.py); a missing one is a one-line error.
     status, _, err = run(capsys, "evaluate", "model.tflite", "--sample")
-    assert status == 2 and "not yet supported" in err
+    assert status == 2 and "Traceback" not in err
+    assert "model.tflite" in err and "does not exist" in err
 
 
 def test_weights_that_do_not_fit_the_dataset_are_an_error(capsys):

@@ -1,0 +1,41 @@
+"""TFLite / LiteRT path: export zoo models to .tflite files that keep weights shared, run them.
+
+- `export(model, path, quantization="float32"|"float16"|"dynamic"|"int8", ...)`: writes the
+  .tflite (builtin ops only, each shared kernel stored once unless `share_weights=False`),
+  `<stem>.labels.txt` and `<stem>.json` (input spec: shape, dtype, int8 scale and zero point,
+  pixel range).
+- `evaluate(path, dataset, split="test")`: top-1 accuracy with LiteRT's interpreter.
+- `TFLiteClassifier(path)`: `predict(images)` on pixels in [0, 255].
+- `inspect(path)`: op counts, sharing of conv weights, where the bytes go.
+"""
+
+from lru_keras.tflite.convert import QUANTIZATIONS
+from lru_keras.tflite.export import ExportError, export, sharing_report, sidecar_paths
+from lru_keras.tflite.graph import UnsupportedModelError
+from lru_keras.tflite.runtime import TFLiteClassifier, evaluate, evaluate_arrays
+
+
+def inspect(path_or_bytes):
+    """A dict describing a .tflite: ops, conv weight sharing, size breakdown, lru_keras spec."""
+    from lru_keras.tflite import flatbuffer
+
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        content = bytes(path_or_bytes)
+    else:
+        with open(path_or_bytes, "rb") as f:
+            content = f.read()
+    model = flatbuffer.read(content)
+    return {
+        "size_bytes": len(content),
+        "ops": flatbuffer.op_counts(model),
+        "non_builtin_ops": flatbuffer.non_builtin_ops(model),
+        "sharing": sharing_report(model),
+        "bytes": flatbuffer.size_breakdown(model),
+        "spec": flatbuffer.read_metadata_json(content),
+    }
+
+
+__all__ = [
+    "QUANTIZATIONS", "ExportError", "TFLiteClassifier", "UnsupportedModelError", "evaluate",
+    "evaluate_arrays", "export", "inspect", "sharing_report", "sidecar_paths",
+]

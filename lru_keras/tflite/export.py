@@ -1,0 +1,414 @@
+"""`export(model, path, ...)`: a Keras model -> a .tflite an Android app can ship.
+
+Steps: check the arguments and that `path` can be written (before the slow part); build the
+export graph (`graph.export_model`: shared kernels once, GATHER-free shuffles); calibrate
+(int8); convert with builtin ops only (`convert.convert`); tidy the flatbuffer
+(`flatbuffer`: one zero bias per shared kernel, no duplicate constants, no unused tensors);
+check that no Flex/custom op slipped in and, with `share_weights=True`, that every conv of a
+shared layer reads one weight tensor; then write the .tflite, `<stem>.labels.txt` and
+`<stem>.json` (the input spec) atomically: each goes to a temporary file in the target folder
+and is renamed into place only when all three are complete, so an error never leaves a partial
+or stale set of files behind.
+"""
+
+import collections
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lru_keras import data
+from lru_keras.tflite import calibration, convert, flatbuffer, graph
+from lru_keras.tflite.graph import UnsupportedModelError
+
+SPEC_FORMAT = "lru_keras.tflite.spec/1"
+LABELS_SUFFIX = ".labels.txt"
+SPEC_SUFFIX = ".json"
+
+
+class ExportError(ValueError):
+    """The exported file failed a check (Flex/custom ops, lost weight sharing)."""
+
+
+def sidecar_paths(path):
+    """(labels path, spec path) written beside a .tflite file."""
+    path = Path(path)
+    stem = path.name[:-len(".tflite")] if path.name.endswith(".tflite") else path.name
+    return path.with_name(stem + LABELS_SUFFIX), path.with_name(stem + SPEC_SUFFIX)
+
+
+def export(model, path, quantization="float32", representative_data=None, *,
+           share_weights=True, dataset=None, labels=None, calibration_size=None,
+           equalize=None, ranges="mse", input_range=None, strip_names=True, data_dir=None):
+    """Converts a Keras classifier to a .tflite file; returns a dict describing it.
+
+    Args:
+        model: a functional or Sequential Keras model with one image input (any zoo model).
+        path: the .tflite file to write; `<stem>.labels.txt` and `<stem>.json` go beside it.
+        quantization: "float32"; "float16" (float16 weights); "dynamic" (int8 weights, float
+            activations; tensors under 1024 elements stay float); "int8" (full integer, int8
+            input and output, builtin int8 ops only, calibrated on `representative_data`).
+        representative_data: int8 calibration images in [0, 255]: an array (n, H, W, C), a
+            tf.data.Dataset or an iterable of batches (labels ignored). Default: training
+            images of `dataset`. Not used by the other quantizations.
+        share_weights: store each shared kernel once (per-reuse BatchNorms kept as
+            multiply-adds). False: the plain conversion, which folds each reuse's BatchNorm
+            into its own copy of the kernel.
+        dataset: the dataset the model classifies (labels, default calibration images).
+            Default: the one supported dataset with the model's input shape and class count,
+            if exactly one fits.
+        labels: class names (a list, one per output); default: the dataset's.
+        calibration_size: how many images calibrate int8 (default 500).
+        equalize: rescale shared kernels' output channels for int8 (see `calibration`);
+            default True for int8 with share_weights, else False. Never changes the function.
+        ranges: int8 activation ranges: "mse" (min/max refined to the least quantization
+            error, the default) or "minmax" (the converter's plain calibration).
+        input_range: (low, high) the model's input pixels span; default (0, 255) if the model
+            starts with a Rescaling(1/255) layer (the zoo's include_preprocessing=True), else
+            (0, 1).
+        strip_names: blank internal tensor names (smaller file).
+        data_dir: TFDS data directory for the default calibration images.
+
+    Returns:
+        the input spec written to `<stem>.json` (also embedded in the .tflite as metadata
+        "lru_keras.spec"), with the file's size and sha256.
+    """
+    if quantization not in convert.QUANTIZATIONS:
+        raise ValueError(f"quantization={quantization!r}; expected one of "
+                         f"{list(convert.QUANTIZATIONS)}")
+    if ranges not in convert.RANGES:
+        raise ValueError(f"ranges={ranges!r}; expected one of {list(convert.RANGES)}")
+    path = Path(os.fspath(path))
+    _check_writable(path)
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise UnsupportedModelError(f"export needs a keras.Model, got {type(model).__name__}.")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UnsupportedModelError(
+            f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
+            f"outputs; export supports one image input and one output.")
+    image_shape = tuple(model.inputs[0].shape[1:])
+    outputs = model.outputs[0].shape[-1]
+    dataset = _resolve_dataset(dataset, image_shape, outputs)
+    labels = _resolve_labels(labels, dataset, outputs)
+    input_range = _resolve_input_range(model, input_range)
+    equalize = (quantization == "int8" and share_weights) if equalize is None else bool(equalize)
+
+    images = None
+    if quantization == "int8":
+        images = calibration.calibration_images(
+            representative_data, dataset=dataset, image_shape=image_shape,
+            count=calibration_size, data_dir=data_dir)
+        images = _to_input_range(images, input_range)
+
+    # Float files keep each BatchNorm as one 1x1 depthwise conv (fewer ops, same bytes);
+    # quantized ones as MUL + ADD with per-tensor int8 constants (see graph.export_model).
+    form = graph.BN_DEPTHWISE if quantization in ("float32", "float16") else graph.BN_AFFINE_5D
+    export_graph = graph.export_model(
+        model, share_weights=share_weights, form=form,
+        equalize=calibration.equalize_lru_block if equalize else None)
+    content = convert.convert(export_graph, quantization, images, ranges=ranges)
+    tflite = flatbuffer.read(content)
+    flatbuffer.share_zero_biases(tflite)
+    flatbuffer.deduplicate_constants(tflite)
+    flatbuffer.strip_unused(tflite)
+    if strip_names:
+        flatbuffer.strip_names(tflite)
+    flatbuffer.rename_io(tflite, "image", _output_name(model))
+    check_builtin_only(tflite, model.name)
+    if quantization == "int8":
+        check_full_integer(tflite, model.name)
+    sharing = sharing_report(tflite, export_graph)
+    if share_weights and not sharing["all_shared"]:
+        raise ExportError(
+            f"model {model.name!r}: weight sharing was lost in the conversion: "
+            f"{sharing['problems']}. Export with share_weights=False, or report the layer.")
+
+    spec = _spec(model, path, quantization, share_weights, dataset, labels, input_range,
+                 tflite, sharing)
+    if quantization == "int8":
+        spec["calibration"] = {
+            "images": int(len(images)),
+            "source": "representative_data" if representative_data is not None
+            else f"{dataset}/train, evenly spaced",
+            "equalized": equalize, "ranges": ranges}
+    flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "spec",
+                            json.dumps(spec, sort_keys=True).encode())
+    flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "labels",
+                            ("\n".join(labels) + "\n").encode())
+    content = flatbuffer.write(tflite)
+    spec = {**spec, "size_bytes": len(content),
+            "sha256": hashlib.sha256(content).hexdigest()}
+    labels_path, spec_path = sidecar_paths(path)
+    _write_all({path: content,
+                labels_path: ("\n".join(labels) + "\n").encode(),
+                spec_path: (json.dumps(spec, indent=1, sort_keys=True) + "\n").encode()})
+    return spec
+
+
+# ------------------------------------------------------------------------------------------
+# Checks on the converted file.
+# ------------------------------------------------------------------------------------------
+def check_builtin_only(tflite, name="model"):
+    """ExportError if the model holds Flex (Select TF) or custom ops."""
+    bad = flatbuffer.non_builtin_ops(tflite)
+    if bad:
+        raise ExportError(
+            f"model {name!r}: the converted file contains non-builtin ops {bad}, which a plain "
+            f"LiteRT runtime (e.g. Android without the Flex delegate) cannot run.")
+
+
+def check_full_integer(tflite, name="model"):
+    """ExportError unless every activation of an int8 model is an integer tensor."""
+    left = flatbuffer.float_activations(tflite)
+    if left:
+        raise ExportError(
+            f"model {name!r}: the int8 export left {len(left)} float tensors ({left[:5]}...): "
+            f"some op has no int8 kernel. Export float16 or dynamic instead.")
+
+
+def sharing_report(tflite, export_graph=None):
+    """How the conv weights of the file are shared.
+
+    Returns {"weights": [{shape, reads}], "reads_by_shape": {...}, "all_shared": bool,
+    "problems": [...]}: for each reuse block of `export_graph` with N reuses, each of its
+    kernels must be ONE tensor read by N conv ops (shapes in TFLite layout).
+    """
+    rows = flatbuffer.conv_weights(tflite)
+    reads = collections.Counter(row[2] for row in rows)
+    shapes = {row[2]: row[3] for row in rows}
+    by_shape = collections.defaultdict(list)
+    for tensor, count in reads.items():
+        by_shape[shapes[tensor]].append(count)
+    problems = []
+    expected = []  # (layer name, TFLite kernel shape, calls)
+    if export_graph is not None:
+        for block in graph.reuse_blocks(export_graph):
+            expected += [(block.name, shape, block.times) for shape in _tflite_kernel_shapes(block)]
+        for layer, calls in graph.shared_layers(export_graph).items():
+            shape = _tflite_shape(layer)
+            if shape is not None:
+                expected.append((layer.name, shape, calls))
+    for name, shape, calls in expected:
+        counts = by_shape.get(shape, [])
+        if calls > 1 and max(counts, default=0) < calls:
+            problems.append(
+                f"{name}: kernel {shape} is stored {len(counts)} times, read "
+                f"{sorted(counts, reverse=True)} times (expected one tensor read {calls} times)")
+    return {
+        "conv_ops": len(rows),
+        "weight_tensors": len(reads),
+        "reads_by_shape": {"x".join(map(str, s)): sorted(c, reverse=True)
+                           for s, c in sorted(by_shape.items())},
+        "all_shared": not problems,
+        "problems": problems,
+    }
+
+
+def _tflite_kernel_shapes(block):
+    """TFLite weight shapes of the conv-like layers a reuse block calls N times."""
+    from lru_keras.layers.reuse import LRUBlock
+
+    if isinstance(block, LRUBlock):
+        k, c, m = block.kernel_size, block.filters, block.depth_multiplier
+        return [(1, k, k, c * m), (c, 1, 1, m * c // block.groups)]
+    shapes = [_tflite_shape(layer) for layer in block.reused_layers]
+    return [shape for shape in shapes if shape is not None]
+
+
+def _tflite_shape(layer):
+    """The TFLite weight shape of a Keras conv/dense layer's kernel (None if it has none)."""
+    kernel = getattr(layer, "kernel", None)
+    if kernel is None or not graph.is_conv_like(layer):
+        return None
+    shape = tuple(int(d) for d in kernel.shape)
+    depthwise = any(c.__name__ == "DepthwiseConv2D" for c in type(layer).__mro__)
+    if len(shape) == 4 and depthwise:
+        return (1, shape[0], shape[1], shape[2] * shape[3])
+    if len(shape) == 4:
+        return (shape[3], shape[0], shape[1], shape[2])
+    if len(shape) == 2:
+        return (shape[1], shape[0])
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# Arguments.
+# ------------------------------------------------------------------------------------------
+def _check_writable(path):
+    if path.exists() and path.is_dir():
+        raise ValueError(f"export path {str(path)!r} is a directory; give a file name such "
+                         f"as {str(path / 'model.tflite')!r}.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"export path {str(path)!r}: folder {str(parent)!r} does not exist.")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as error:
+        raise ValueError(f"export path {str(path)!r} is not writable: {error.strerror} "
+                         f"({str(parent)!r}).") from None
+    os.close(handle)
+    os.unlink(probe)
+    for target in (path, *sidecar_paths(path)):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise ValueError(f"export path {str(target)!r} exists and is not writable.")
+
+
+def _resolve_dataset(dataset, image_shape, outputs):
+    if dataset is not None:
+        spec = data.info(dataset)
+        if tuple(spec.image_shape) != tuple(image_shape):
+            raise ValueError(
+                f"dataset={dataset!r} has images of shape {tuple(spec.image_shape)}, but the "
+                f"model takes {tuple(image_shape)}.")
+        if spec.num_classes != outputs:
+            raise ValueError(f"dataset={dataset!r} has {spec.num_classes} classes, but the "
+                             f"model has {outputs} outputs.")
+        return dataset
+    fits = [name for name, spec in data.DATASETS.items()
+            if tuple(spec.image_shape) == tuple(image_shape) and spec.num_classes == outputs]
+    return fits[0] if len(fits) == 1 else None
+
+
+def _resolve_labels(labels, dataset, outputs):
+    if labels is None:
+        if dataset is not None:
+            return list(data.class_names(dataset))
+        return [str(i) for i in range(outputs)]
+    labels = [str(label) for label in labels]
+    if len(labels) != outputs:
+        raise ValueError(f"labels: {len(labels)} names given for {outputs} model outputs.")
+    if any("\n" in label for label in labels):
+        raise ValueError("labels must not contain line breaks (labels.txt has one per line)")
+    return labels
+
+
+def _resolve_input_range(model, input_range):
+    if input_range is not None:
+        low, high = (float(v) for v in input_range)
+        if not high > low:
+            raise ValueError(f"input_range={input_range!r} must be (low, high) with high > low")
+        return (low, high)
+    import keras
+
+    for layer in model.layers[:3]:
+        if isinstance(layer, keras.layers.Rescaling):
+            scale = np.asarray(layer.scale, np.float64)
+            offset = np.asarray(layer.offset, np.float64)
+            if scale.size == 1 and offset.size == 1 and abs(float(scale) * 255 - 1) < 1e-6 and \
+                    float(offset) == 0:
+                return (0.0, 255.0)
+    return (0.0, 1.0)
+
+
+def _to_input_range(images, input_range):
+    low, high = input_range
+    if (low, high) == (0.0, 255.0):
+        return images
+    return images * ((high - low) / 255.0) + low
+
+
+# ------------------------------------------------------------------------------------------
+# The spec, and writing.
+# ------------------------------------------------------------------------------------------
+def _spec(model, path, quantization, share_weights, dataset, labels, input_range, tflite,
+          sharing):
+    graph_ = tflite.subgraphs[0]
+    tin = graph_.tensors[int(graph_.inputs[0])]
+    tout = graph_.tensors[int(graph_.outputs[0])]
+    height, width, channels = (int(d) for d in tin.shape[1:])
+
+    def tensor_spec(tensor):
+        item = {"name": flatbuffer._text(tensor.name) or "",
+                "shape": [1, *(int(d) for d in tensor.shape[1:])],
+                "dtype": flatbuffer.type_name(tensor.type)}
+        q = tensor.quantization
+        if q is not None and q.scale is not None and len(q.scale):
+            item["scale"] = float(q.scale[0])
+            item["zero_point"] = int(q.zeroPoint[0])
+        return item
+
+    inp, out = tensor_spec(tin), tensor_spec(tout)
+    low, high = input_range
+    inp.update({
+        "layout": "NHWC", "pixel_range": [low, high],
+        "color": {1: "grayscale", 3: "RGB"}.get(channels, f"{channels} channels"),
+        "height": height, "width": width, "channels": channels,
+    })
+    if "scale" in inp:
+        inp["quantize"] = "q = clamp(round(pixel / scale) + zero_point, -128, 127)"
+        if (low, high) == (0.0, 255.0) and abs(inp["scale"] - 1.0) < 1e-6:
+            inp["quantize"] += f" = pixel {inp['zero_point']:+d} for 8-bit pixels"
+    out["meaning"] = _output_meaning(model)
+    if "scale" in out:
+        out["dequantize"] = "value = (q - zero_point) * scale"
+    return {
+        "format": SPEC_FORMAT,
+        "file": path.name,
+        "model": model.name,
+        "dataset": dataset,
+        "labels_file": sidecar_paths(path)[0].name,
+        "classes": len(labels),
+        "quantization": quantization,
+        "share_weights": bool(share_weights),
+        "input": inp,
+        "output": out,
+        "ops": flatbuffer.op_counts(tflite),
+        "conv_weight_tensors": sharing["weight_tensors"],
+        "conv_ops": sharing["conv_ops"],
+        "runtime": "LiteRT builtin ops only (no Flex, no custom ops)",
+    }
+
+
+def _output_name(model):
+    return "probabilities" if "softmax" in _output_meaning(model) else "scores"
+
+
+def _output_meaning(model):
+    import keras
+
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    if activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax":
+        return "class probabilities (softmax), one per line of the labels file"
+    return "class scores (argmax = predicted class), one per line of the labels file"
+
+
+def _write_all(files):
+    """Writes every {path: bytes} to a temporary file beside it, then renames them into place.
+
+    The first path (the .tflite) is renamed last, so a reader never sees a new model with old
+    sidecars. On any error the temporary files and the sidecars this call created are removed;
+    files that existed before are only ever replaced whole.
+    """
+    temporary, created = {}, []
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        for target, content in files.items():
+            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                            dir=target.parent)
+            temporary[target] = name
+            with os.fdopen(handle, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(name, 0o666 & ~umask)
+        for target in list(files)[1:] + list(files)[:1]:
+            existed = target.exists()
+            os.replace(temporary.pop(target), target)
+            if not existed:
+                created.append(target)
+    except BaseException:
+        for name in temporary.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+        for target in created:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+        raise

@@ -1,0 +1,330 @@
+"""Reading, checking and tidying .tflite flatbuffers (no interpreter, no TensorFlow needed).
+
+The LiteRT schema's object API (`ai_edge_litert.schema_py_generated`) unpacks a model into
+plain Python objects; this module reads the op list from it and applies three size-only
+rewrites after conversion, none of which changes a computed value:
+
+- `share_zero_biases`: the converter gives every CONV_2D / DEPTHWISE_CONV_2D call its own
+  all-zero bias tensor, and in int8 each of those carries per-channel quantization parameters
+  (a float scale and an int64 zero point per channel). For a kernel shared by 14 reuses that
+  was most of an int8 file (../shared/notes/stack.md: ~0.54 MB of quantization parameters and
+  ~0.17 MB of int32 zeros in a 0.89 MB file). All calls of one kernel now read one zero bias.
+  The runtime kernels (builtin and XNNPACK) add bias values and never read bias scales, so the
+  outputs are bit-identical (tests check it); a missing bias is not an option, the builtin
+  DEPTHWISE_CONV_2D refuses an omitted bias input.
+- `deduplicate_constants`: constant tensors with identical type, shape, quantization and
+  bytes become one tensor.
+- `strip_unused`: tensors and buffers nothing refers to any more are dropped, indices renumbered.
+
+`strip_names` (optional) blanks tensor names, which are debugging aids only.
+"""
+
+import collections
+import dataclasses
+import json
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+FILE_IDENTIFIER = b"TFL3"
+CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+_OP_NAMES = {
+    value: name for name, value in vars(schema.BuiltinOperator).items()
+    if not name.startswith("_") and isinstance(value, int)
+}
+_TYPE_NAMES = {
+    value: name.lower() for name, value in vars(schema.TensorType).items()
+    if not name.startswith("_") and isinstance(value, int)
+}
+METADATA_PREFIX = "lru_keras."
+
+
+def read(content):
+    """The unpacked model (`schema.ModelT`) of .tflite bytes."""
+    content = bytes(content)
+    if len(content) < 8 or content[4:8] != FILE_IDENTIFIER:
+        raise ValueError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
+    return schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+
+
+def write(model):
+    """Packs a `schema.ModelT` back into .tflite bytes."""
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def op_name(model, operator):
+    """Builtin op name of an operator ("CONV_2D", ...), or "CUSTOM:<code>" for custom ops."""
+    code = model.operatorCodes[operator.opcodeIndex]
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    name = _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
+    if name == "CUSTOM":
+        custom = code.customCode
+        custom = custom.decode() if isinstance(custom, bytes) else str(custom)
+        return f"CUSTOM:{custom}"
+    return name
+
+
+def type_name(tensor_type):
+    """"float32", "int8", ... for a schema TensorType value."""
+    return _TYPE_NAMES.get(tensor_type, str(tensor_type))
+
+
+@dataclasses.dataclass
+class OpInfo:
+    """One operator of the main subgraph: its name and input/output tensor indices."""
+
+    index: int
+    name: str
+    inputs: tuple
+    outputs: tuple
+
+
+def operators(model, subgraph=0):
+    """`OpInfo` of every operator of a subgraph, in execution order."""
+    graph = model.subgraphs[subgraph]
+    return [
+        OpInfo(i, op_name(model, op), tuple(int(t) for t in _ints(op.inputs)),
+               tuple(int(t) for t in _ints(op.outputs)))
+        for i, op in enumerate(graph.operators or [])
+    ]
+
+
+def op_counts(model):
+    """{op name: count} over all subgraphs."""
+    counts = collections.Counter()
+    for s in range(len(model.subgraphs)):
+        counts.update(op.name for op in operators(model, s))
+    return dict(sorted(counts.items()))
+
+
+def non_builtin_ops(model):
+    """Sorted names of Flex (Select TF) and custom ops: what a plain LiteRT runtime lacks."""
+    return sorted({name for name in op_counts(model) if name.startswith("CUSTOM")
+                   or name.startswith("BUILTIN_") or name.startswith("FLEX")})
+
+
+def tensor_bytes(model, tensor):
+    """The constant data of a tensor (b"" for activations)."""
+    data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
+    return b"" if data is None else bytes(np.asarray(data, dtype=np.uint8))
+
+
+def conv_weights(model, subgraph=0):
+    """For each conv-like op (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) reading a constant
+    weight: (op index, op name, weight tensor index, weight shape, weight buffer index).
+
+    A weight stored in float16 reaches its conv through a DEQUANTIZE op; the stored (float16)
+    tensor is reported then, since that is what the file holds."""
+    graph = model.subgraphs[subgraph]
+    ops = operators(model, subgraph)
+    dequantized = {op.outputs[0]: op.inputs[0] for op in ops if op.name == "DEQUANTIZE"}
+    rows = []
+    for op in ops:
+        if op.name in CONV_OPS and len(op.inputs) > 1 and op.inputs[1] >= 0:
+            index = dequantized.get(op.inputs[1], op.inputs[1])
+            tensor = graph.tensors[index]
+            if tensor_bytes(model, tensor):
+                rows.append((op.index, op.name, index, tuple(int(d) for d in tensor.shape),
+                             int(tensor.buffer)))
+    return rows
+
+
+def size_breakdown(model):
+    """Where the bytes of a model go: constant data, quantization parameters, names, counts."""
+    data = sum(len(tensor_bytes(model, t)) for g in model.subgraphs for t in g.tensors)
+    quant = 0
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            q = tensor.quantization
+            if q is not None:
+                quant += 4 * len(_ints(q.scale)) + 8 * len(_ints(q.zeroPoint))
+                quant += 4 * (len(_ints(q.min)) + len(_ints(q.max)))
+    names = sum(len(t.name or b"") for g in model.subgraphs for t in g.tensors)
+    return {
+        "constant_bytes": int(data), "quantization_parameter_bytes": int(quant),
+        "tensor_name_bytes": int(names),
+        "tensors": sum(len(g.tensors) for g in model.subgraphs),
+        "operators": sum(len(g.operators or []) for g in model.subgraphs),
+        "buffers": len(model.buffers),
+    }
+
+
+def share_zero_biases(model):
+    """Makes every conv op reading the same weight tensor read one all-zero bias tensor, when
+    each of their biases is all zero. Returns the number of ops rewired."""
+    rewired = 0
+    for s, graph in enumerate(model.subgraphs):
+        by_weight = collections.defaultdict(list)
+        for op_info, op in zip(operators(model, s), graph.operators or []):
+            if op_info.name in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op_info.inputs) > 2:
+                by_weight[op_info.inputs[1]].append(op)
+        for ops in by_weight.values():
+            biases = [int(op.inputs[2]) for op in ops]
+            if len(set(biases)) < 2 or any(b < 0 for b in biases):
+                continue
+            tensors = [graph.tensors[b] for b in biases]
+            if not all(_is_zero_constant(model, t) and t.type == tensors[0].type
+                       and list(t.shape) == list(tensors[0].shape) for t in tensors):
+                continue
+            for op in ops:
+                inputs = np.array(op.inputs, dtype=np.int32)
+                if inputs[2] != biases[0]:
+                    inputs[2] = biases[0]
+                    rewired += 1
+                op.inputs = inputs
+    return rewired
+
+
+def deduplicate_constants(model):
+    """Points every reader of a constant tensor at the first identical one (type, shape,
+    quantization and bytes). Returns the number of tensors made redundant."""
+    merged = 0
+    for s, graph in enumerate(model.subgraphs):
+        first, remap = {}, {}
+        for index, tensor in enumerate(graph.tensors):
+            data = tensor_bytes(model, tensor)
+            if not data or tensor.isVariable:
+                continue
+            key = (tensor.type, tuple(_ints(tensor.shape)), _quant_key(tensor.quantization), data)
+            if key in first:
+                remap[index] = first[key]
+            else:
+                first[key] = index
+        if remap:
+            merged += len(remap)
+            _rewire_inputs(graph, remap)
+    return merged
+
+
+def strip_unused(model):
+    """Drops tensors no op, subgraph or signature refers to, then unreferenced buffers."""
+    for s, graph in enumerate(model.subgraphs):
+        used = set(int(t) for t in _ints(graph.inputs)) | set(int(t) for t in _ints(graph.outputs))
+        for op in graph.operators or []:
+            for field in (op.inputs, op.outputs, op.intermediates):
+                used.update(int(t) for t in _ints(field) if t >= 0)
+        for signature in model.signatureDefs or []:
+            if signature.subgraphIndex == s:
+                used.update(m.tensorIndex for m in (signature.inputs or []) + (signature.outputs or []))
+        keep = sorted(used)
+        remap = {old: new for new, old in enumerate(keep)}
+        graph.tensors = [graph.tensors[i] for i in keep]
+        graph.inputs = np.array([remap[int(t)] for t in _ints(graph.inputs)], dtype=np.int32)
+        graph.outputs = np.array([remap[int(t)] for t in _ints(graph.outputs)], dtype=np.int32)
+        for op in graph.operators or []:
+            op.inputs = _remapped(op.inputs, remap)
+            op.outputs = _remapped(op.outputs, remap)
+            if op.intermediates is not None:
+                op.intermediates = _remapped(op.intermediates, remap)
+        for signature in model.signatureDefs or []:
+            if signature.subgraphIndex == s:
+                for m in (signature.inputs or []) + (signature.outputs or []):
+                    m.tensorIndex = remap[m.tensorIndex]
+    # Buffers: index 0 stays the empty sentinel; metadata entries also refer to buffers.
+    used = {0} | {t.buffer for g in model.subgraphs for t in g.tensors}
+    used |= {m.buffer for m in model.metadata or []}
+    keep = sorted(used)
+    remap = {old: new for new, old in enumerate(keep)}
+    model.buffers = [model.buffers[i] for i in keep]
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            tensor.buffer = remap[tensor.buffer]
+    for entry in model.metadata or []:
+        entry.buffer = remap[entry.buffer]
+
+
+def strip_names(model):
+    """Blanks tensor names except those of subgraph inputs and outputs."""
+    for graph in model.subgraphs:
+        keep = set(int(t) for t in _ints(graph.inputs)) | set(int(t) for t in _ints(graph.outputs))
+        for index, tensor in enumerate(graph.tensors):
+            if index not in keep:
+                tensor.name = b""
+
+
+def rename_io(model, input_name, output_name):
+    """Names the (single) input and output tensor, and their signature entries."""
+    graph = model.subgraphs[0]
+    names = {int(graph.inputs[0]): input_name, int(graph.outputs[0]): output_name}
+    for index, name in names.items():
+        graph.tensors[index].name = name
+    for signature in model.signatureDefs or []:
+        for entry in (signature.inputs or []) + (signature.outputs or []):
+            if entry.tensorIndex in names:
+                entry.name = names[entry.tensorIndex]
+
+
+def float_activations(model):
+    """Names (or indices) of float32 tensors that are not constants: in a full-integer model
+    there are none."""
+    found = []
+    for graph in model.subgraphs:
+        for index, tensor in enumerate(graph.tensors):
+            if type_name(tensor.type) == "float32" and not tensor_bytes(model, tensor):
+                found.append(_text(tensor.name) or f"tensor {index}")
+    return found
+
+
+def set_metadata(model, name, content):
+    """Adds (or replaces) a metadata entry `name` holding `content` (bytes) in its own buffer."""
+    entries = [m for m in (model.metadata or []) if _text(m.name) != name]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(bytes(content), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = entries + [entry]
+
+
+def get_metadata(model, name):
+    """The bytes of metadata entry `name`, or None."""
+    for entry in model.metadata or []:
+        if _text(entry.name) == name:
+            data = model.buffers[entry.buffer].data
+            return b"" if data is None else bytes(np.asarray(data, dtype=np.uint8))
+    return None
+
+
+def read_metadata_json(content, name="spec"):
+    """The JSON metadata entry lru_keras wrote into a .tflite (None if absent)."""
+    raw = get_metadata(read(content), METADATA_PREFIX + name)
+    return None if raw is None else json.loads(raw.decode())
+
+
+def _is_zero_constant(model, tensor):
+    data = tensor_bytes(model, tensor)
+    return bool(data) and not any(data)
+
+
+def _quant_key(q):
+    if q is None:
+        return None
+    return (tuple(np.asarray(_ints(q.scale), dtype=np.float32).tolist()),
+            tuple(int(z) for z in _ints(q.zeroPoint)), int(q.quantizedDimension or 0),
+            tuple(np.asarray(_ints(q.min), dtype=np.float32).tolist()),
+            tuple(np.asarray(_ints(q.max), dtype=np.float32).tolist()))
+
+
+def _rewire_inputs(graph, remap):
+    for op in graph.operators or []:
+        op.inputs = _remapped(op.inputs, remap, keep_missing=True)
+
+
+def _remapped(indices, remap, keep_missing=False):
+    out = []
+    for t in _ints(indices):
+        t = int(t)
+        out.append(t if t < 0 or (keep_missing and t not in remap) else remap[t])
+    return np.array(out, dtype=np.int32)
+
+
+def _ints(values):
+    return [] if values is None else list(values)
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,207 @@
+"""Running a .tflite classifier with LiteRT's interpreter (`ai_edge_litert`), on real data.
+
+`tf.lite.Interpreter` is deprecated; `ai_edge_litert.interpreter.Interpreter` gives the same
+results (../shared/notes/stack.md) and applies the XNNPACK delegate by default. Images come
+in as the datasets deliver them (float32 pixels in [0, 255]); `TFLiteClassifier` maps them to
+the model's input range and dtype (the int8 scale and zero point are read from the model),
+and returns float scores (int8 outputs dequantized).
+"""
+
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from lru_keras import data
+from lru_keras.tflite import flatbuffer
+
+DEFAULT_PIXEL_RANGE = (0.0, 255.0)
+
+
+class TFLiteClassifier:
+    """A .tflite image classifier: `predict(images)` -> float scores (batch, classes).
+
+    Args:
+        model: path of a .tflite file, or its bytes.
+        num_threads: interpreter threads (None: 1).
+        xnnpack: apply the XNNPACK delegate (LiteRT's default CPU path); False runs the
+            builtin kernels only.
+        batch_size: batch the interpreter is resized to (the file stores batch 1).
+    """
+
+    def __init__(self, model, num_threads=None, xnnpack=True, batch_size=1):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        if isinstance(model, (bytes, bytearray)):
+            content, self.name = bytes(model), "model.tflite"
+        else:
+            path = os.fspath(model)
+            if not os.path.isfile(path):
+                raise ValueError(f"TFLite model file {path!r} does not exist.")
+            with open(path, "rb") as f:
+                content = f.read()
+            self.name = os.path.basename(path)
+        try:
+            self.spec = flatbuffer.read_metadata_json(content) or {}
+        except ValueError as error:
+            raise ValueError(f"{self.name}: {error}") from None
+        resolver = (OpResolverType.AUTO if xnnpack
+                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.interpreter = Interpreter(model_content=content, num_threads=num_threads or 1,
+                                       experimental_op_resolver_type=resolver)
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"{self.name}: expected one input and one output, got "
+                             f"{len(inputs)} and {len(outputs)}.")
+        self.input, self.output = inputs[0], outputs[0]
+        self.input_shape = tuple(int(d) for d in self.input["shape"][1:])
+        self.input_dtype = np.dtype(self.input["dtype"])
+        self.pixel_range = tuple(self.spec.get("input", {}).get("pixel_range",
+                                                                DEFAULT_PIXEL_RANGE))
+        self.classes = int(self.output["shape"][-1])
+        self.batch_size = None
+        self._resize(batch_size)
+
+    def _resize(self, batch_size):
+        if batch_size != self.batch_size:
+            self.interpreter.resize_tensor_input(self.input["index"],
+                                                 [batch_size, *self.input_shape])
+            self.interpreter.allocate_tensors()
+            self.batch_size = batch_size
+
+    def quantize_input(self, images):
+        """Float pixels in [0, 255] -> what the model's input takes (range and dtype)."""
+        x = np.asarray(images, np.float32)
+        low, high = self.pixel_range
+        if (low, high) != DEFAULT_PIXEL_RANGE:
+            x = x * ((high - low) / 255.0) + low
+        if self.input_dtype == np.float32:
+            return x
+        scale, zero_point = self.input["quantization"]
+        info = np.iinfo(self.input_dtype)
+        q = np.round(x / scale) + zero_point
+        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+
+    def dequantize_output(self, scores):
+        """Raw output -> float scores."""
+        if np.issubdtype(scores.dtype, np.floating):
+            return scores.astype(np.float32)
+        scale, zero_point = self.output["quantization"]
+        return (scores.astype(np.float32) - zero_point) * scale
+
+    def predict_raw(self, inputs):
+        """Runs one batch already in the model's input dtype; returns the raw output."""
+        self._resize(len(inputs))
+        self.interpreter.set_tensor(self.input["index"], inputs)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])
+
+    def predict(self, images):
+        """Float scores for float pixels in [0, 255] (any batch size)."""
+        return self.dequantize_output(self.predict_raw(self.quantize_input(images)))
+
+    def check_images(self, image_shape, what):
+        """ValueError unless images of `image_shape` fit the model's input."""
+        if tuple(image_shape) != self.input_shape:
+            raise ValueError(f"{self.name} takes images of shape {self.input_shape}, but {what} "
+                             f"images have shape {tuple(image_shape)}.")
+
+
+def evaluate(path, dataset, split="test", *, batch_size=100, limit=None, num_threads=None,
+             xnnpack=True, data_dir=None, progress=True):
+    """Top-1 accuracy of a .tflite classifier on a prepared dataset split, with a progress bar.
+
+    Raises ValueError if the model's input shape or class count does not fit the dataset,
+    `lru_keras.data.DatasetNotAvailableError` if the split is not prepared. Returns {model,
+    dataset, split, images, correct, accuracy (percent), seconds, images_per_second,
+    quantization}, like `lru_keras.evaluate.evaluate_dataset`.
+    """
+    classifier = TFLiteClassifier(path, num_threads=num_threads, xnnpack=xnnpack,
+                                  batch_size=_positive("batch_size", batch_size))
+    spec = data.info(dataset)
+    classifier.check_images(spec.image_shape, dataset)
+    _check_classes(classifier, spec)
+    total = data.split_size(dataset, split, data_dir)
+    total = total if limit is None else min(total, _positive("limit", limit))
+    batches = data.load(dataset, split, batch_size=batch_size, data_dir=data_dir)
+    return _run(classifier, batches.as_numpy_iterator(), total, dataset, split, progress)
+
+
+def evaluate_arrays(path, images, labels, *, dataset="arrays", split="given", batch_size=100,
+                    num_threads=None, xnnpack=True, progress=True):
+    """Top-1 accuracy of a .tflite classifier on in-memory images (pixels 0..255) and labels."""
+    classifier = TFLiteClassifier(path, num_threads=num_threads, xnnpack=xnnpack,
+                                  batch_size=_positive("batch_size", batch_size))
+    images, labels = np.asarray(images), np.asarray(labels)
+    classifier.check_images(images.shape[1:], dataset)
+    batches = ((images[i:i + batch_size], labels[i:i + batch_size])
+               for i in range(0, len(labels), batch_size))
+    return _run(classifier, batches, len(labels), dataset, split, progress)
+
+
+def _run(classifier, batches, total, dataset, split, progress):
+    correct = seen = 0
+    start = time.perf_counter()
+    with tqdm(total=total, unit="img", desc=f"{classifier.name} {dataset}/{split}",
+              disable=not progress) as bar:
+        for images, labels in batches:
+            take = min(len(labels), total - seen)
+            scores = classifier.predict(images[:take])
+            correct += int(np.sum(np.argmax(scores, axis=-1) == labels[:take]))
+            seen += take
+            bar.update(take)
+            if seen >= total:
+                break
+    seconds = time.perf_counter() - start
+    return {
+        "model": classifier.name, "dataset": dataset, "split": split, "images": seen,
+        "correct": correct, "accuracy": 100 * correct / max(seen, 1), "seconds": seconds,
+        "images_per_second": seen / seconds if seconds else 0.0,
+        "quantization": classifier.spec.get("quantization"),
+    }
+
+
+def _check_classes(classifier, spec):
+    if classifier.classes != spec.num_classes:
+        raise ValueError(f"{classifier.name} predicts {classifier.classes} classes, but "
+                         f"{spec.name} has {spec.num_classes}.")
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return value
+
+
+def latency(model, *, num_threads=1, runs=200, warmup=20, xnnpack=True):
+    """Batch-1 latency of a .tflite (path or bytes) with LiteRT's interpreter, in ms.
+
+    Feeds one real-looking constant image (mid-gray) each run; returns {median_ms, min_ms,
+    p90_ms, runs, num_threads, xnnpack, xnnpack_partitions}. `xnnpack_partitions` counts the
+    delegate nodes XNNPACK put in the graph (1 = the whole graph in one partition; 0 = off).
+    On a shared machine the median moves with the load; the minimum much less.
+    """
+    classifier = TFLiteClassifier(model, num_threads=num_threads, xnnpack=xnnpack, batch_size=1)
+    interpreter = classifier.interpreter
+    image = classifier.quantize_input(np.full((1, *classifier.input_shape), 128.0, np.float32))
+    interpreter.set_tensor(classifier.input["index"], image)
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - start)
+    times = np.array(times) * 1e3
+    return {
+        "median_ms": float(np.median(times)), "min_ms": float(times.min()),
+        "p90_ms": float(np.percentile(times, 90)), "runs": runs, "num_threads": num_threads,
+        "xnnpack": xnnpack, "xnnpack_partitions": delegate_partitions(classifier),
+    }
+
+
+def delegate_partitions(classifier):
+    """Delegate nodes in the interpreter's graph (after the first invoke): the partitions."""
+    wrapper = classifier.interpreter._interpreter  # noqa: SLF001  (no public API for this)
+    return sum(wrapper.NodeName(i) == "DELEGATE" for i in range(wrapper.NumNodes()))

@@ -1,0 +1,430 @@
+"""The TFLite / LiteRT path (issue 7): export that keeps weights shared, checked on real data.
+
+Promises tested here, one test (or a parametrized family) each:
+- every conv of a shared layer reads ONE weight tensor (interpreter op list), in each
+  quantization; the folded export stores one kernel copy per reuse;
+- outputs equal Keras on real CIFAR-10 images (float32, both modes);
+- no Flex/custom ops in any variant; int8 has int8 input and output;
+- the input spec / labels ship beside the model and inside it;
+- no GATHER: the channel shuffle is reshape/slice/concat/transpose, and XNNPACK takes the
+  whole graph as one partition;
+- bad input (unsupported layer, int8 without calibration data, unwritable path, dataset of
+  another image shape) is a clear error and leaves no file behind;
+- `lru_keras.tflite.evaluate` and the command line run .tflite files;
+- slow: on the full CIFAR-10 test set, 14-LruNet-1x float32 is within 0.02 points of Keras
+  (89.34), float16 within 0.05, int8 (post-training) at least 88.8.
+"""
+
+import collections
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from lru_keras import cli, data, tflite
+from lru_keras.layers import LRUBlock
+from lru_keras.tflite import flatbuffer
+from lru_keras.zoo import LruNet
+
+KERAS_ACCURACY_14 = 89.34  # 14-LruNet-1x on the CIFAR-10 test set (tests/test_pretrained_accuracy)
+SMALL_REUSE = 3
+
+
+# --------------------------------------------------------------------------------------------
+# Models and helpers.
+# --------------------------------------------------------------------------------------------
+def perturbed(model, seed=0):
+    """`model` with non-trivial BatchNorm statistics and scales (init values are identities)."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        name = variable.path
+        shape = tuple(variable.shape)
+        if name.endswith("gamma"):
+            variable.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
+        elif name.endswith("beta"):
+            variable.assign(rng.normal(0, 0.2, shape).astype("float32"))
+        elif name.endswith("moving_mean"):
+            variable.assign(rng.normal(0, 0.2, shape).astype("float32"))
+        elif name.endswith("moving_variance"):
+            variable.assign(rng.uniform(0.5, 2.0, shape).astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    """A 3-reuse LruNet at width 0.25 (stages of 16..128 channels), BatchNorms perturbed."""
+    return perturbed(LruNet(reuse=SMALL_REUSE, width=0.25), seed=1)
+
+
+@pytest.fixture(scope="module")
+def lrunet14():
+    """The published 14-LruNet-1x (CIFAR-10)."""
+    return LruNet(reuse=14, weights="cifar10")
+
+
+@pytest.fixture(scope="module")
+def calibration_images(test_set):
+    """200 real CIFAR-10 images (every 50th test image): calibration data independent of TFDS."""
+    x, _ = test_set("cifar10")
+    return x[::50][:200].astype(np.float32)
+
+
+def interpreter(path, xnnpack=False):
+    """An interpreter of a file; without the XNNPACK delegate the op list is the file's own."""
+    resolver = (OpResolverType.AUTO if xnnpack
+                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
+    it.allocate_tensors()
+    return it
+
+
+def xnnpack_partitions(path):
+    """Number of XNNPACK delegate partitions: the delegate appends one node per partition."""
+    original = interpreter(path)._interpreter.NumNodes()
+    delegated = interpreter(path, xnnpack=True)
+    delegated.invoke()
+    return delegated._interpreter.NumNodes() - original
+
+
+def weight_readers(path):
+    """{(op name, weight shape): {weight tensor index: number of ops reading it}}, from the
+    interpreter's op list. A float16 weight reaches its conv through one DEQUANTIZE op; the
+    tensor the conv reads is then that op's output."""
+    it = interpreter(path)
+    ops = it._get_ops_details()
+    readers = collections.defaultdict(collections.Counter)
+    for op in ops:
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            weight = int(op["inputs"][1])
+            shape = tuple(int(d) for d in it.get_tensor_details()[weight]["shape"])
+            readers[(op["op_name"], shape)][weight] += 1
+    return readers
+
+
+def lru_kernel_shapes(model):
+    """TFLite weight shapes of each LRU block's shared depthwise and grouped 1x1 kernels."""
+    shapes = []
+    for block in model.layers:
+        if isinstance(block, LRUBlock):
+            c, m = block.filters, block.depth_multiplier
+            shapes.append(("DEPTHWISE_CONV_2D", (1, 3, 3, c * m)))
+            shapes.append(("CONV_2D", (c, 1, 1, m * c // block.groups)))
+    return shapes
+
+
+def listing(folder):
+    return sorted(os.listdir(folder))
+
+
+# --------------------------------------------------------------------------------------------
+# Weight sharing survives the export.
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("quantization", ["float32", "float16", "dynamic", "int8"])
+def test_each_shared_kernel_is_one_tensor_read_by_every_reuse(
+        small_model, calibration_images, tmp_path, quantization):
+    path = tmp_path / "small.tflite"
+    tflite.export(small_model, path, quantization, calibration_images[:50])
+    readers = weight_readers(path)
+    # (The head's grouped 1x1 conv has the shape of stage 3's kernel: one more tensor, read
+    # once, may share a shape with a block kernel.)
+    for key in lru_kernel_shapes(small_model):
+        counts = sorted(readers[key].values(), reverse=True)
+        assert counts[0] == SMALL_REUSE and counts[1:] in ([], [1]), (key, dict(readers[key]))
+
+
+def test_folded_export_stores_one_kernel_copy_per_reuse(small_model, tmp_path):
+    path = tmp_path / "folded.tflite"
+    tflite.export(small_model, path, share_weights=False)
+    readers = weight_readers(path)
+    for key in lru_kernel_shapes(small_model):
+        counts = list(readers[key].values())
+        assert set(counts) == {1} and len(counts) in (SMALL_REUSE, SMALL_REUSE + 1), (
+            key, dict(readers[key]))
+
+
+def test_sharing_keeps_the_file_small_and_reports_it(small_model, tmp_path):
+    shared = tflite.export(small_model, tmp_path / "shared.tflite")
+    folded = tflite.export(small_model, tmp_path / "folded.tflite", share_weights=False)
+    assert shared["share_weights"] and not folded["share_weights"]
+    assert shared["size_bytes"] < folded["size_bytes"]
+    report = tflite.inspect(tmp_path / "shared.tflite")["sharing"]
+    assert report["conv_ops"] - report["weight_tensors"] >= 8 * (SMALL_REUSE - 1) - 8
+
+
+def test_kernel_shared_functional_model_keeps_one_kernel(cifar10_images, tmp_path):
+    """Not only LRU blocks: one Conv2D layer called at three places, a BatchNorm after each
+    call (inter-layer kernel sharing), is exported with the kernel stored once."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    shared = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="shared")
+    for i in range(3):
+        x = keras.layers.ReLU()(keras.layers.BatchNormalization(name=f"bn{i}")(shared(x)))
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    model = perturbed(keras.Model(inputs, outputs, name="kernel_shared"), seed=3)
+    path = tmp_path / "ks.tflite"
+    tflite.export(model, path)
+    readers = weight_readers(path)
+    assert list(readers[("CONV_2D", (8, 3, 3, 8))].values()) == [3]
+    images = cifar10_images[0][:16].astype(np.float32) / 255.0
+    np.testing.assert_allclose(tflite.TFLiteClassifier(path).interpreter and
+                               _run_float(path, images), model.predict(images, verbose=0),
+                               rtol=1e-4, atol=1e-4)
+
+
+def _run_float(path, images):
+    it = Interpreter(model_path=str(path))
+    entry = it.get_input_details()[0]
+    it.resize_tensor_input(entry["index"], list(images.shape))
+    it.allocate_tensors()
+    it.set_tensor(entry["index"], images)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs, ops, spec.
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("share_weights", [True, False], ids=["shared", "folded"])
+def test_float32_outputs_equal_keras_on_real_images(lrunet14, cifar10_images, tmp_path,
+                                                    share_weights):
+    path = tmp_path / "lrunet14.tflite"
+    tflite.export(lrunet14, path, share_weights=share_weights)
+    images = cifar10_images[0].astype(np.float32)
+    expected = lrunet14.predict(images, verbose=0)
+    for xnnpack in (True, False):
+        got = tflite.TFLiteClassifier(path, xnnpack=xnnpack).predict(images)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
+        assert np.array_equal(got.argmax(1), expected.argmax(1))
+
+
+@pytest.mark.parametrize("quantization", ["float32", "float16", "dynamic", "int8"])
+def test_no_flex_custom_or_gather_ops_and_one_xnnpack_partition(
+        small_model, calibration_images, tmp_path, quantization):
+    path = tmp_path / "m.tflite"
+    tflite.export(small_model, path, quantization, calibration_images[:50]
+                  if quantization == "int8" else None)
+    ops = {op["op_name"] for op in interpreter(path)._get_ops_details()}
+    assert not {op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE")}, ops
+    assert "GATHER" not in ops, ops
+    assert tflite.inspect(path)["non_builtin_ops"] == []
+    # With XNNPACK, the delegate replaces the nodes it takes by one node per partition.
+    # (Dynamic-range files mix float and hybrid ops; XNNPACK takes them in several pieces.)
+    if quantization != "dynamic":
+        assert xnnpack_partitions(path) == 1
+
+
+def test_int8_is_full_integer_with_pixel_input(small_model, calibration_images, tmp_path):
+    path = tmp_path / "int8.tflite"
+    spec = tflite.export(small_model, path, "int8", calibration_images[:50])
+    it = interpreter(path)
+    entry, result = it.get_input_details()[0], it.get_output_details()[0]
+    assert entry["dtype"] == np.int8 and result["dtype"] == np.int8
+    assert entry["quantization"] == (1.0, -128)  # q = pixel - 128: 8-bit pixels exactly
+    float_tensors = [t["name"] for t in it.get_tensor_details()
+                     if t["dtype"] == np.float32]
+    assert float_tensors == [], float_tensors
+    assert spec["input"]["scale"] == 1.0 and spec["input"]["zero_point"] == -128
+    assert spec["output"]["scale"] == pytest.approx(1 / 256)
+    assert spec["calibration"]["images"] == 50
+
+
+def test_spec_labels_and_metadata_ship_with_the_model(lrunet14, tmp_path):
+    path = tmp_path / "lrunet14_1x.cifar10.tflite"
+    spec = tflite.export(lrunet14, path, "float16")
+    labels_path, spec_path = tflite.sidecar_paths(path)
+    assert labels_path.name == "lrunet14_1x.cifar10.labels.txt"
+    assert labels_path.read_text().splitlines() == list(data.class_names("cifar10"))
+    written = json.loads(spec_path.read_text())
+    assert written == spec
+    assert written["dataset"] == "cifar10" and written["quantization"] == "float16"
+    assert written["input"]["shape"] == [1, 32, 32, 3]
+    assert written["input"]["pixel_range"] == [0.0, 255.0]
+    assert written["input"]["dtype"] == "float32"
+    assert written["size_bytes"] == path.stat().st_size
+    import hashlib
+
+    assert written["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    embedded = flatbuffer.read_metadata_json(path.read_bytes())
+    assert embedded["input"] == written["input"]
+    model = flatbuffer.read(path.read_bytes())
+    assert flatbuffer.get_metadata(model, "lru_keras.labels").decode() == labels_path.read_text()
+
+
+def test_input_range_of_a_model_without_rescaling(tmp_path, cifar10_images):
+    model = perturbed(LruNet(reuse=1, width=0.25, include_preprocessing=False), seed=2)
+    path = tmp_path / "unit.tflite"
+    spec = tflite.export(model, path)
+    assert spec["input"]["pixel_range"] == [0.0, 1.0]
+    images = cifar10_images[0][:8].astype(np.float32)
+    # TFLiteClassifier takes pixels 0..255 and maps them to the model's range.
+    np.testing.assert_allclose(tflite.TFLiteClassifier(path).predict(images),
+                               model.predict(images / 255.0, verbose=0), atol=2e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: clear errors, no file left behind.
+# --------------------------------------------------------------------------------------------
+@keras.saving.register_keras_serializable(package="lru_keras_tests")
+class Dilation(keras.layers.Layer):
+    """A layer whose op (Dilation2D) the LiteRT builtin op set lacks."""
+
+    def call(self, x):
+        kernel = tf.zeros((2, 2, x.shape[-1]))
+        return tf.nn.dilation2d(x, kernel, [1, 1, 1, 1], "SAME", "NHWC", [1, 1, 1, 1])
+
+
+def test_unsupported_layer_is_named_and_no_file_is_written(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    x = Dilation(name="morphology")(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    with pytest.raises(tflite.UnsupportedModelError, match="Dilation2D.*morphology"):
+        tflite.export(model, tmp_path / "m.tflite")
+    assert listing(tmp_path) == []
+
+
+def test_int8_without_calibration_data_or_known_dataset_is_an_error(tmp_path):
+    model = LruNet(reuse=1, width=0.25, classes=7, input_shape=(48, 48, 1))
+    with pytest.raises(ValueError, match="representative_data"):
+        tflite.export(model, tmp_path / "m.tflite", "int8")
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", ["missing folder", "read-only filesystem", "a folder"])
+def test_unwritable_path_is_an_error_before_converting(small_model, tmp_path, where):
+    if where == "missing folder":
+        path, word = tmp_path / "no" / "such" / "m.tflite", "does not exist"
+    elif where == "a folder":
+        path, word = tmp_path, "is a directory"
+    else:
+        path, word = "/proc/lru_keras_test.tflite", "not writable"
+        if os.access("/proc", os.W_OK) and not os.path.isdir("/proc/self"):
+            pytest.skip("no read-only /proc here")
+    with pytest.raises(ValueError, match=word):
+        tflite.export(small_model, path)
+    assert listing(tmp_path) == []
+
+
+def test_dataset_of_another_image_shape_is_an_error(small_model, tmp_path, calibration_images):
+    with pytest.raises(ValueError, match=r"\(28, 28, 1\).*\(32, 32, 3\)"):
+        tflite.export(small_model, tmp_path / "m.tflite", "int8", dataset="fashion_mnist")
+    gray = calibration_images[:10, :28, :28, :1]
+    with pytest.raises(ValueError, match=r"\(28, 28, 1\).*\(32, 32, 3\)"):
+        tflite.export(small_model, tmp_path / "m.tflite", "int8", gray)
+    assert listing(tmp_path) == []
+    path = tmp_path / "ok.tflite"
+    tflite.export(small_model, path)
+    with pytest.raises(ValueError, match=r"\(32, 32, 3\).*fashion_mnist.*\(28, 28, 1\)"):
+        tflite.evaluate(path, "fashion_mnist")
+
+
+def test_failed_export_keeps_an_existing_file_whole(small_model, tmp_path, monkeypatch):
+    path = tmp_path / "m.tflite"
+    tflite.export(small_model, path)
+    before = {name: (tmp_path / name).read_bytes() for name in listing(tmp_path)}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tflite.export.__globals__["flatbuffer"], "write", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        tflite.export(small_model, path, "float16")
+    assert {name: (tmp_path / name).read_bytes() for name in listing(tmp_path)} == before
+
+
+def test_representative_data_forms(small_model, calibration_images, tmp_path):
+    """Arrays, (images, labels), a tf.data.Dataset of batches with labels, a list of batches."""
+    images = calibration_images[:40]
+    labels = np.zeros(40, np.int32)
+    forms = {
+        "array": images,
+        "pair": (images, labels),
+        "dataset": tf.data.Dataset.from_tensor_slices((images, labels)).batch(16),
+        "unbatched": tf.data.Dataset.from_tensor_slices(images),
+        "batches": [images[:20], images[20:]],
+    }
+    for name, form in forms.items():
+        spec = tflite.export(small_model, tmp_path / f"{name}.tflite", "int8", form)
+        assert spec["calibration"]["images"] == 40, name
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation and the command line.
+# --------------------------------------------------------------------------------------------
+def test_evaluate_arrays_equals_keras_accuracy_on_the_bundled_sample(tmp_path):
+    model = LruNet(reuse=1, weights="cifar10")
+    path = tmp_path / "lrunet1.tflite"
+    tflite.export(model, path)
+    images, labels = data.load_sample()
+    result = tflite.evaluate_arrays(path, images, labels, progress=False)
+    keras_accuracy = 100 * np.mean(
+        model.predict(images.astype(np.float32), verbose=0).argmax(1) == labels)
+    assert result["images"] == 500
+    assert result["accuracy"] == pytest.approx(keras_accuracy, abs=1e-9)
+
+
+def test_cli_export_then_evaluate_tflite(tmp_path, capsys):
+    out = tmp_path / "lrunet1_int8.tflite"
+    status = cli.main(["export", "--weights", "lrunet1_1x.cifar10", "-o", str(out), "-q", "int8",
+                       "--calibration-npz", str(_sample_npz(tmp_path))])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "kernels shared" in captured.out and "int8 [1, 32, 32, 3]" in captured.out
+    assert out.is_file() and tflite.sidecar_paths(out)[1].is_file()
+    status = cli.main(["evaluate", str(out), "--sample", "--json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["images"] == 500 and result["quantization"] == "int8"
+    assert result["accuracy"] > 75
+    assert "img" in captured.err  # the progress bar
+
+
+def test_cli_export_errors_are_one_line(tmp_path, capsys):
+    status = cli.main(["export", "--weights", "lrunet1_1x.cifar10", "-o",
+                       str(tmp_path / "no" / "m.tflite")])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err and "does not exist" in err
+
+
+def _sample_npz(folder):
+    images, _ = data.load_sample()
+    path = folder / "calibration.npz"
+    np.savez(path, x=images[::5])
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Acceptance on the full CIFAR-10 test set.
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cifar10_prepared():
+    if data.prepared_counts("cifar10") is None or "train" not in data.prepared_counts("cifar10"):
+        pytest.skip("CIFAR-10 is not prepared in TFDS (run `make data`)")
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantization, tolerance", [("float32", 0.02), ("float16", 0.05)])
+def test_full_test_set_float_accuracy_equals_keras(lrunet14, cifar10_prepared, tmp_path,
+                                                   quantization, tolerance):
+    path = tmp_path / f"lrunet14_{quantization}.tflite"
+    tflite.export(lrunet14, path, quantization)
+    result = tflite.evaluate(path, "cifar10", "test", progress=False)
+    assert result["images"] == 10_000
+    assert abs(result["accuracy"] - KERAS_ACCURACY_14) <= tolerance + 1e-9, result
+
+
+@pytest.mark.slow
+def test_full_test_set_int8_accuracy(lrunet14, cifar10_prepared, tmp_path):
+    path = tmp_path / "lrunet14_int8.tflite"
+    spec = tflite.export(lrunet14, path, "int8")  # default: 500 CIFAR-10 training images
+    assert spec["share_weights"] and spec["size_bytes"] <= 500_000
+    result = tflite.evaluate(path, "cifar10", "test", progress=False)
+    assert result["images"] == 10_000
+    assert result["accuracy"] >= 88.8, result
+
