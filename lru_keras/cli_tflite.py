@@ -42,7 +42,7 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
                           help="the model's dataset (labels, int8 calibration images); "
                                "default: from --weights, or the dataset that fits the model")
     exporter.add_argument("--calibration-size", type=cli._positive_int, metavar="N",
-                          help="int8: number of training images to calibrate on (default 500)")
+                          help="int8: number of training images to calibrate on (default 300)")
     exporter.add_argument("--calibration-npz", metavar="FILE",
                           help="int8: calibrate on the images (array x, pixels 0..255) of this "
                                ".npz instead of the dataset's training split")

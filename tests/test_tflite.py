@@ -171,8 +171,7 @@ def test_kernel_shared_functional_model_keeps_one_kernel(cifar10_images, tmp_pat
     readers = weight_readers(path)
     assert list(readers[("CONV_2D", (8, 3, 3, 8))].values()) == [3]
     images = cifar10_images[0][:16].astype(np.float32) / 255.0
-    np.testing.assert_allclose(tflite.TFLiteClassifier(path).interpreter and
-                               _run_float(path, images), model.predict(images, verbose=0),
+    np.testing.assert_allclose(_run_float(path, images), model.predict(images, verbose=0),
                                rtol=1e-4, atol=1e-4)
 
 
@@ -422,11 +421,125 @@ def test_full_test_set_float_accuracy_equals_keras(lrunet14, cifar10_prepared, t
 @pytest.mark.slow
 def test_full_test_set_int8_accuracy(lrunet14, cifar10_prepared, tmp_path):
     path = tmp_path / "lrunet14_int8.tflite"
-    spec = tflite.export(lrunet14, path, "int8")  # default: 500 CIFAR-10 training images
+    spec = tflite.export(lrunet14, path, "int8")  # default: 300 CIFAR-10 training images
     assert spec["share_weights"] and spec["size_bytes"] <= 500_000
     result = tflite.evaluate(path, "cifar10", "test", progress=False)
     assert result["images"] == 10_000
-    # Issue 7 asks >= 88.8; post-training int8 with shared kernels reaches 88.75 so far
-    # (issue open). This guards what is reached: a regression below 88.5 fails.
-    assert result["accuracy"] >= 88.5, result
+    # Issue 7: >= 88.8 (measured 89.01 with the defaults: 300 calibration images, equalized
+    # shared kernels, MSE ranges, dead BatchNorm channels silenced; Keras 89.34).
+    assert result["accuracy"] >= 88.8, result
 
+
+# --------------------------------------------------------------------------------------------
+# The shipped zoo files (tflite/): what tflite/make_tflite.py produces, and not stale.
+# --------------------------------------------------------------------------------------------
+SHIPPED = Path(__file__).resolve().parents[1] / "tflite"
+
+
+def _make_tflite():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tflite", SHIPPED / "make_tflite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _shipped_rows():
+    manifest = SHIPPED / "manifest.json"
+    if not manifest.is_file():
+        return []
+    return json.loads(manifest.read_text())["models"]
+
+
+def test_every_pretrained_model_ships_as_int8_and_float16():
+    rows = _shipped_rows()
+    from lru_keras.zoo import list_weights
+
+    shipped = {(r["weights"], r["quantization"]) for r in rows}
+    wanted = {(e.name, q) for e in list_weights() for q in ("int8", "float16")}
+    assert wanted <= shipped, sorted(wanted - shipped)
+
+
+@pytest.mark.parametrize("row", _shipped_rows(), ids=lambda r: r["file"])
+def test_shipped_file_matches_its_manifest_entry(row):
+    import hashlib
+
+    path = SHIPPED / row["file"]
+    content = path.read_bytes()
+    assert len(content) == row["size_bytes"]
+    assert hashlib.sha256(content).hexdigest() == row["sha256"]
+    spec = json.loads((SHIPPED / row["spec"]).read_text())
+    assert spec["sha256"] == row["sha256"] and spec["input"] == row["input"]
+    assert flatbuffer.read_metadata_json(content)["input"] == row["input"]
+    labels = (SHIPPED / row["labels"]).read_text().splitlines()
+    assert labels == list(data.class_names(row["dataset"]))
+    info = tflite.inspect(path)
+    assert info["non_builtin_ops"] == [] and "GATHER" not in info["ops"]
+    report = tflite.sharing_report(flatbuffer.read(content))
+    reuse = int(row["weights"].split("_")[0][len("lrunet"):])
+    # Each block's two shared kernels: one tensor, read `reuse` times.
+    assert sum(1 for counts in report["reads_by_shape"].values() if counts[0] == reuse) >= 8 \
+        or reuse == 1
+    if row["quantization"] == "int8":
+        assert row["input"]["dtype"] == "int8" and row["output"]["dtype"] == "int8"
+    assert abs(row["accuracy"] - row["keras_accuracy"]) <= (
+        0.05 if row["quantization"] == "float16" else 1.0), row
+
+
+@pytest.mark.parametrize("row", [r for r in _shipped_rows() if r["quantization"] == "float16"],
+                         ids=lambda r: r["file"])
+def test_shipped_float16_file_is_what_the_script_produces(row, tmp_path):
+    make = _make_tflite()
+    from lru_keras.zoo import get_weights
+
+    spec = make.export_one(get_weights(row["weights"]), "float16", tmp_path)
+    assert make.structure(tmp_path / spec["file"]) == make.structure(SHIPPED / row["file"])
+    assert spec["sha256"] == row["sha256"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", [r for r in _shipped_rows() if r["quantization"] == "int8"],
+                         ids=lambda r: r["file"])
+def test_shipped_int8_file_is_what_the_script_produces(row, tmp_path):
+    make = _make_tflite()
+    from lru_keras.zoo import get_weights
+
+    if data.prepared_counts(row["dataset"]) is None:
+        pytest.skip(f"{row['dataset']} is not prepared in TFDS (run `make data`)")
+    spec = make.export_one(get_weights(row["weights"]), "int8", tmp_path)
+    assert make.structure(tmp_path / spec["file"]) == make.structure(SHIPPED / row["file"])
+    fresh = tflite.TFLiteClassifier(tmp_path / spec["file"]).input["quantization"]
+    shipped = tflite.TFLiteClassifier(SHIPPED / row["file"]).input["quantization"]
+    assert fresh == shipped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", _shipped_rows(), ids=lambda r: r["file"])
+def test_shipped_file_reaches_its_recorded_accuracy(row):
+    if data.prepared_counts(row["dataset"]) is None:
+        pytest.skip(f"{row['dataset']} is not prepared in TFDS (run `make data`)")
+    result = tflite.evaluate(SHIPPED / row["file"], row["dataset"], "test", progress=False)
+    assert result["images"] == row["test_images"]
+    assert abs(result["accuracy"] - row["accuracy"]) <= 0.02, result
+
+
+def test_generic_reused_block_keeps_one_kernel_and_equals_keras(cifar10_images, tmp_path):
+    """`Reused` around any shape-preserving layers (here a 3x3 conv), with the paper's shuffle:
+    the conv's kernel is stored once, the output equals Keras's."""
+    from lru_keras.layers import ChannelShuffle, Reused
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(inputs)
+    x = Reused(keras.layers.Conv2D(8, 3, padding="same", name="shared"), times=4,
+               residual=True, activation="relu", shuffle=ChannelShuffle(2), name="reused")(x)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    model = perturbed(keras.Model(inputs, outputs, name="generic"), seed=4)
+    images = cifar10_images[0][:16].astype(np.float32) / 255.0
+    for quantization in ("float32", "float16"):
+        path = tmp_path / f"generic_{quantization}.tflite"
+        tflite.export(model, path, quantization)
+        assert list(weight_readers(path)[("CONV_2D", (8, 3, 3, 8))].values()) == [4]
+        assert "GATHER" not in tflite.inspect(path)["ops"]
+        np.testing.assert_allclose(_run_float(path, images), model.predict(images, verbose=0),
+                                   atol=2e-5 if quantization == "float32" else 5e-3)

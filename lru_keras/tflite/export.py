@@ -3,7 +3,8 @@
 Steps: check the arguments and that `path` can be written (before the slow part); build the
 export graph (`graph.export_model`: shared kernels once, GATHER-free shuffles); calibrate
 (int8); convert with builtin ops only (`convert.convert`); tidy the flatbuffer
-(`flatbuffer`: one zero bias per shared kernel, no duplicate constants, no unused tensors);
+(`flatbuffer`: one zero bias per shared kernel, no duplicate constants, no unused tensors,
+batch 1 declared);
 check that no Flex/custom op slipped in and, with `share_weights=True`, that every conv of a
 shared layer reads one weight tensor; then write the .tflite, `<stem>.labels.txt` and
 `<stem>.json` (the input spec) atomically: each goes to a temporary file in the target folder
@@ -62,7 +63,7 @@ def export(model, path, quantization="float32", representative_data=None, *,
             Default: the one supported dataset with the model's input shape and class count,
             if exactly one fits.
         labels: class names (a list, one per output); default: the dataset's.
-        calibration_size: how many images calibrate int8 (default 500).
+        calibration_size: how many images calibrate int8 (default 300).
         equalize: rescale shared kernels' output channels for int8 (see `calibration`);
             default True for int8 with share_weights, else False. Never changes the function.
         ranges: int8 activation ranges: "mse" (min/max refined to the least quantization
@@ -111,12 +112,14 @@ def export(model, path, quantization="float32", representative_data=None, *,
     form = graph.BN_DEPTHWISE if quantization in ("float32", "float16") else graph.BN_AFFINE_5D
     export_graph = graph.export_model(
         model, share_weights=share_weights, form=form,
-        equalize=calibration.equalize_lru_block if equalize else None)
+        equalize=calibration.equalize_lru_block if equalize else None,
+        silence_dead=quantization in ("int8", "dynamic"))
     content = convert.convert(export_graph, quantization, images, ranges=ranges)
     tflite = flatbuffer.read(content)
     flatbuffer.share_zero_biases(tflite)
     flatbuffer.deduplicate_constants(tflite)
     flatbuffer.strip_unused(tflite)
+    flatbuffer.strip_shape_signatures(tflite)
     if strip_names:
         flatbuffer.strip_names(tflite)
     flatbuffer.rename_io(tflite, "image", _output_name(model))

@@ -236,6 +236,18 @@ def strip_unused(model):
         entry.buffer = remap[entry.buffer]
 
 
+def strip_shape_signatures(model):
+    """Drops every tensor's shape signature (the -1 batch size of a dynamic-batch model).
+
+    The file then declares batch 1 (what an app feeds); interpreters can still resize the
+    input to any batch (`resize_tensor_input`, non-strict), since every RESHAPE of the export
+    graph has -1 for the batch. Saves ~20 bytes per tensor (28 kB of a 0.5 MB int8 file).
+    """
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            tensor.shapeSignature = None
+
+
 def strip_names(model):
     """Blanks tensor names except those of subgraph inputs and outputs."""
     for graph in model.subgraphs:

@@ -135,6 +135,8 @@ def evaluate_arrays(path, images, labels, *, dataset="arrays", split="given", ba
                                   batch_size=_positive("batch_size", batch_size))
     images, labels = np.asarray(images), np.asarray(labels)
     classifier.check_images(images.shape[1:], dataset)
+    if dataset in data.DATASETS:
+        _check_classes(classifier, data.info(dataset))
     batches = ((images[i:i + batch_size], labels[i:i + batch_size])
                for i in range(0, len(labels), batch_size))
     return _run(classifier, batches, len(labels), dataset, split, progress)

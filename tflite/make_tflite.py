@@ -1,0 +1,189 @@
+"""Regenerates the shipped .tflite files of the zoo and tflite/manifest.json (issue 7).
+
+For every registered pretrained model (`lru_keras.zoo.list_weights()`), exports int8 (full
+integer, calibrated on 300 training images of its dataset) and float16 with
+`lru_keras.tflite.export` defaults (each shared kernel stored once), then measures each file
+with LiteRT's interpreter: top-1 accuracy on the full test set and batch-1 latency on one
+thread (XNNPACK). The manifest lists, per file: model, dataset, quantization, size, sha256,
+accuracy (and the Keras model's recorded accuracy), latency, input and output spec.
+
+Needs the datasets prepared in TFDS (`make data`). Usage, from the repository root:
+    python tflite/make_tflite.py                 # everything (about 20 minutes on 2 cores)
+    python tflite/make_tflite.py --only lrunet1_1x.cifar10 --skip-accuracy
+    python tflite/make_tflite.py --check         # re-export into a temporary folder and
+                                                 # compare with the shipped files
+
+tests/test_tflite.py checks that the shipped files and the manifest agree, and (slow) that a
+fresh export has the same structure and the shipped files the recorded accuracy.
+"""
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = HERE / "manifest.json"
+README = HERE / "README.md"
+TABLE_START, TABLE_END = "<!-- table: make_tflite.py -->", "<!-- end of table -->"
+QUANTIZATIONS = ("int8", "float16")
+
+
+def file_name(weights_name, quantization):
+    """e.g. lrunet14_1x.cifar10.int8.tflite"""
+    return f"{weights_name}.{quantization}.tflite"
+
+
+def export_one(entry, quantization, folder, data_dir=None):
+    """Exports one registered model; returns the spec `lru_keras.tflite.export` wrote."""
+    from lru_keras import tflite
+    from lru_keras.zoo import LruNet, get_builder
+
+    builder = get_builder(entry.builder) if entry.builder != "LruNet" else LruNet
+    model = builder(**entry.arguments, weights=entry.name)
+    return tflite.export(model, Path(folder) / file_name(entry.name, quantization),
+                         quantization, dataset=entry.dataset, data_dir=data_dir)
+
+
+def structure(path):
+    """What must not change between the shipped file and a fresh export: the op sequence,
+    every tensor's type and shape, the sharing of conv weights, the input/output spec, and
+    the bytes of every float constant (int8 ranges depend on float rounding in calibration,
+    so quantized constants are compared by the tests with a tolerance instead)."""
+    from lru_keras.tflite import flatbuffer
+    from lru_keras.tflite.export import sharing_report
+
+    content = Path(path).read_bytes()
+    model = flatbuffer.read(content)
+    graph = model.subgraphs[0]
+    spec = flatbuffer.read_metadata_json(content)
+    return {
+        "ops": [op.name for op in flatbuffer.operators(model)],
+        "tensors": [(flatbuffer.type_name(t.type), [int(d) for d in t.shape])
+                    for t in graph.tensors],
+        "sharing": sharing_report(model),
+        "input": {k: v for k, v in spec["input"].items() if k not in ("scale", "zero_point")},
+        "output": {k: v for k, v in spec["output"].items() if k not in ("scale", "zero_point")},
+        "float_constants": hashlib.sha256(b"".join(
+            flatbuffer.tensor_bytes(model, t) for t in graph.tensors
+            if flatbuffer.type_name(t.type) in ("float32", "float16"))).hexdigest(),
+    }
+
+
+def measure(path, dataset, data_dir=None, accuracy=True):
+    from lru_keras import tflite
+    from lru_keras.tflite.runtime import latency
+
+    row = {}
+    if accuracy:
+        result = tflite.evaluate(path, dataset, "test", data_dir=data_dir, progress=False)
+        row.update(accuracy=round(result["accuracy"], 2), test_images=result["images"])
+    timing = latency(path, num_threads=1, runs=200)
+    row.update(latency_ms_1_thread_median=round(timing["median_ms"], 2),
+               latency_ms_1_thread_min=round(timing["min_ms"], 2),
+               xnnpack_partitions=timing["xnnpack_partitions"])
+    return row
+
+
+def manifest_row(entry, quantization, spec, measured):
+    return {
+        "file": spec["file"], "labels": spec["labels_file"],
+        "spec": spec["file"][:-len(".tflite")] + ".json",
+        "weights": entry.name, "model": entry.describe(), "dataset": entry.dataset,
+        "quantization": quantization, "share_weights": spec["share_weights"],
+        "size_bytes": spec["size_bytes"], "sha256": spec["sha256"],
+        "keras_accuracy": entry.accuracy, **measured,
+        "input": spec["input"], "output": spec["output"],
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="registered weights names")
+    parser.add_argument("--quantization", nargs="+", default=list(QUANTIZATIONS),
+                        choices=["float32", "float16", "dynamic", "int8"])
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--data-dir", help="TFDS data dir")
+    parser.add_argument("--check", action="store_true",
+                        help="export into a temporary folder and compare with tflite/")
+    args = parser.parse_args(argv)
+    from lru_keras.zoo import list_weights
+
+    entries = [e for e in list_weights() if not args.only or e.name in args.only]
+    if args.check:
+        return check(entries, args.quantization, args.data_dir)
+    old = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {"models": []}
+    rows = {(r["weights"], r["quantization"]): r for r in old["models"]}
+    for entry in entries:
+        for quantization in args.quantization:
+            spec = export_one(entry, quantization, HERE, args.data_dir)
+            measured = measure(HERE / spec["file"], entry.dataset, args.data_dir,
+                               accuracy=not args.skip_accuracy)
+            row = manifest_row(entry, quantization, spec, measured)
+            rows[(entry.name, quantization)] = row
+            print(json.dumps({k: row[k] for k in ("file", "size_bytes", "accuracy",
+                                                  "latency_ms_1_thread_min") if k in row}),
+                  flush=True)
+    import ai_edge_litert
+    import tensorflow as tf
+
+    manifest = {
+        "generator": "tflite/make_tflite.py (lru_keras.tflite.export defaults)",
+        "environment": {"tensorflow": tf.__version__,
+                        "ai_edge_litert": getattr(ai_edge_litert, "__version__", "2.3.0"),
+                        "machine": platform.machine(), "platform": platform.platform()},
+        "notes": "accuracy: top-1 on the full test set with ai_edge_litert's interpreter "
+                 "(XNNPACK); keras_accuracy: the Keras model's recorded accuracy. latency: "
+                 "batch 1, one thread, XNNPACK, on the machine that generated the files "
+                 "(2-core x86-64 shared with other jobs: the minimum is the steadier figure).",
+        "models": sorted(rows.values(), key=lambda r: (r["weights"], r["quantization"])),
+    }
+    MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    write_readme_table(manifest)
+    return 0
+
+
+def readme_table(manifest):
+    """The README's table of shipped files, from the manifest."""
+    lines = ["| file | model | size | test accuracy (Keras) | latency, 1 thread |",
+             "|---|---|---:|---:|---:|"]
+    for r in manifest["models"]:
+        accuracy = f"{r['accuracy']:.2f} ({r['keras_accuracy']:.2f})" if "accuracy" in r else ""
+        lines.append(f"| `{r['file']}` | {r['model']}, {r['dataset']} | "
+                     f"{r['size_bytes'] / 1e6:.3f} MB | {accuracy} | "
+                     f"{r['latency_ms_1_thread_min']:.2f} ms |")
+    return "\n".join(lines)
+
+
+def write_readme_table(manifest):
+    text = README.read_text()
+    if TABLE_START in text and TABLE_END in text:
+        head, rest = text.split(TABLE_START, 1)
+        tail = rest.split(TABLE_END, 1)[1]
+        README.write_text(f"{head}{TABLE_START}\n{readme_table(manifest)}\n{TABLE_END}{tail}")
+
+
+def check(entries, quantizations, data_dir=None):
+    """Re-exports into a temporary folder; prints differences; returns 1 if any."""
+    problems = []
+    with tempfile.TemporaryDirectory() as folder:
+        for entry in entries:
+            for quantization in quantizations:
+                shipped = HERE / file_name(entry.name, quantization)
+                if not shipped.is_file():
+                    problems.append(f"{shipped.name}: missing")
+                    continue
+                spec = export_one(entry, quantization, folder, data_dir)
+                fresh = structure(Path(folder) / spec["file"])
+                if fresh != structure(shipped):
+                    problems.append(f"{shipped.name}: structure differs from a fresh export")
+                print(f"{shipped.name}: checked", flush=True)
+    print("\n".join(problems) or "all shipped files match a fresh export")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
