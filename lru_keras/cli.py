@@ -12,6 +12,7 @@ import sys
 from lru_keras import analysis, data, evaluate
 from lru_keras.cli_data import add_data_commands
 from lru_keras.cli_train import add_train_commands
+from lru_keras.cli_tune import add_tune_command
 from lru_keras.cli_tflite import add_export_command, run_evaluate_tflite
 from lru_keras.zoo import get_weights, list_weights
 from lru_keras.zoo.lrunet import stage_widths
@@ -83,6 +84,7 @@ def build_parser():
 
     add_data_commands(commands)
     add_train_commands(commands)
+    add_tune_command(commands)
     add_export_command(commands)
     return parser
 

@@ -243,6 +243,34 @@ def test_grouped_pointwise_gradients_equal_einsum_formulation(cifar10_images):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+TRAIN_ONE_STEP = """
+import numpy as np, keras
+from lru_keras.layers import GroupedPointwiseConv2D
+from lru_keras.layers.grouped_pointwise import tensorflow_grouped_conv_trains
+inputs = keras.Input((4, 4, 16))
+model = keras.Model(inputs, GroupedPointwiseConv2D(8, groups=8)(inputs))
+model.compile("sgd", "mse")
+x = np.linspace(-1, 1, 2 * 4 * 4 * 16, dtype="float32").reshape(2, 4, 4, 16)
+loss = model.fit(x, np.zeros((2, 4, 4, 8), "float32"), epochs=1, verbose=0).history["loss"][0]
+print(tensorflow_grouped_conv_trains(), np.isfinite(loss))
+"""
+
+
+@pytest.mark.parametrize("onednn, tensorflow_trains", [("0", "False"), ("1", "True")])
+def test_grouped_pointwise_trains_with_and_without_onednn(onednn, tensorflow_trains):
+    """Without oneDNN TensorFlow has no CPU gradient for a grouped conv (the default on CPUs
+    without AVX-512): the layer then takes the einsum, and model.fit works either way."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", TRAIN_ONE_STEP], env=environment,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == [tensorflow_trains, "True"]
+
+
 @pytest.mark.parametrize(
     "kwargs, word",
     [({"kernel_size": 3}, "kernel_size"), ({"strides": 2}, "strides"),

@@ -6,11 +6,18 @@ TensorFlow's grouped conv is broken on CPU. For 1x1 kernels it is not: `tf.nn.co
 grouped kernel runs through oneDNN and its gradients equal those of the einsum formulation
 (tests/test_layers.py checks both). Measured per call at batch 128 (forward + backward), it
 was the fastest of einsum, batched matmul and block-diagonal matmul for 3 of the 4 LruNet
-stages. Other backends use an einsum over (pixels, groups, channels-per-group).
+stages. Other backends use an einsum over (pixels, groups, channels-per-group), and so does
+TensorFlow where its grouped conv has no CPU gradient: without oneDNN (TensorFlow leaves it off
+on CPUs without AVX-512, e.g. AMD EPYC, unless TF_ENABLE_ONEDNN_OPTS=1) the backward pass
+raises "Gradients for grouped convolutions are not supported on CPU"; one tiny probe per
+process decides (`tensorflow_grouped_conv_trains`).
 
 The kernel keeps `keras.layers.Conv2D`'s layout, (1, 1, in_channels // groups, filters), so
 weights move between the two layers unchanged and outputs are identical.
 """
+
+import concurrent.futures
+import functools
 
 import keras
 from keras import ops
@@ -38,11 +45,38 @@ class GroupedPointwiseConv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         # TensorFlow's CPU grouped conv has no float16 gradient: float16 takes the einsum.
         dtype = keras.backend.standardize_dtype(inputs.dtype)
-        if keras.backend.backend() == "tensorflow" and dtype != "float16":
+        if keras.backend.backend() == "tensorflow" and dtype != "float16" and \
+                tensorflow_grouped_conv_trains():
             import tensorflow as tf
 
             return tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
         return grouped_pointwise_einsum(inputs, kernel, self.groups)
+
+
+@functools.cache
+def tensorflow_grouped_conv_trains():
+    """Whether TensorFlow computes the gradient of a grouped conv here (once per process).
+
+    The probe runs in a thread of its own: TensorFlow's execution context is per thread, so
+    it runs eagerly even when first asked while a model is being traced (`tf.init_scope`
+    would also stop the gradient tape).
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(_grouped_conv_gradient_probe).result()
+
+
+def _grouped_conv_gradient_probe():
+    import tensorflow as tf
+
+    inputs = tf.ones((1, 2, 2, 4))  # 4 channels, 2 groups
+    kernel = tf.Variable(tf.ones((1, 1, 2, 2)))
+    try:
+        with tf.GradientTape() as tape:
+            outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
+        tape.gradient(outputs, kernel).numpy()
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+        return False
+    return True
 
 
 def grouped_pointwise_einsum(inputs, kernel, groups):

@@ -1,0 +1,461 @@
+"""`search(...)`: a KerasTuner search over LruNet's N (and width, dropout, shuffle) under a
+device budget, resumable, on one machine or as KerasTuner's chief + workers.
+
+The steps: resolve the configuration (the recipe's values filled in by
+`lru_keras.train.config`), refuse a project directory of another search, hold a
+class-balanced validation split out of the training split (`lru_keras.train.splits`; the test
+split is never read), create the tuner (random, bayesian or hyperband), run the trials, and
+on the chief (or the only process) write the results table and plot and save the best model.
+
+What a trial does (`_BudgetedTuner.run_trial`): build the trial's model, measure params,
+MFLOPs and (with a latency budget) int8 latency, and if it is over budget report it to the
+oracle without training: objective `score` = -1 (below any accuracy, so it is never the
+best) and metric `infeasible` = 1, with its measurements. Otherwise train it and report the
+best epoch's validation accuracy as `score`, plus the measurements.
+
+Failures are loud: KerasTuner catches a trial's exception, marks the trial failed and goes on
+(without tensorboard installed, every trial fails that way and the search still "ends").
+Here the first failed trial raises `SearchFailedError` with the trial's error, before the
+oracle records it as ended, so the next run of the same search retries it.
+
+Resuming: the same configuration in the same project directory reloads KerasTuner's state
+(`overwrite=False`): finished trials are kept, an interrupted one runs again, and
+`max_trials` may be raised to extend a finished search.
+
+Distributed (KerasTuner's own mode): start the same search in several processes that share
+the project directory, with KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT set in all of them
+and KERASTUNER_TUNER_ID=chief in one (it serves the oracle over gRPC and trains nothing) and
+a distinct id (tuner0, tuner1, ...) in each worker. The chief's `search` returns when the
+workers have run all trials, and writes the results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import keras
+import keras_tuner
+
+from lru_keras import data
+from lru_keras.train import callbacks as train_callbacks
+from lru_keras.train import check_batch_size, distribute, run_dir, splits
+from lru_keras.train import config as train_config
+from lru_keras.tune import report
+from lru_keras.tune.budget import Budget, measure
+from lru_keras.tune.hypermodel import LruNetHyperModel
+from lru_keras.tune.space import SearchSpace
+
+OBJECTIVE = "score"
+INFEASIBLE_SCORE = -1.0
+VALIDATION_METRIC = "val_accuracy"
+TUNERS = ("random", "bayesian", "hyperband")
+DEFAULT_MAX_TRIALS = 10
+DEFAULT_PROJECTS_DIR = "tune"
+SEARCH_FILE = "search.json"
+BEST_MODEL = "best_model.keras"
+BEST_HYPERPARAMETERS = "best_hyperparameters.json"
+CALIBRATION_IMAGES = 64
+# Fields that change how a search runs, not what it computes: a search may be resumed (or
+# extended, for max_trials) with other values.
+RUNTIME_FIELDS = ("max_trials", "project_dir", "data_dir", "verbose")
+# Environment variables of KerasTuner's distributed mode.
+ORACLE_IP, ORACLE_PORT, TUNER_ID = (
+    "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID")
+
+
+class SearchFailedError(RuntimeError):
+    """A trial of the search raised; `cause` is the last line of its error, `details` the
+    whole traceback."""
+
+    def __init__(self, trial_id, cause, details=""):
+        super().__init__(f"trial {trial_id} failed: {cause}")
+        self.trial_id, self.cause, self.details = trial_id, cause, details
+
+
+class SearchConflictError(ValueError):
+    """The project directory holds another search (or files no search writes)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Everything that defines a search. Training fields left None take the recipe's value.
+
+    dataset: "cifar10", "cifar100" or "fashion_mnist" (prepared with `lru-keras data import`).
+    tuner: "random", "bayesian" or "hyperband".
+    max_trials: trials to run (default 10); with "hyperband" a cap on the trials its brackets
+        would run (default: no cap). Raising it on a finished search extends the search.
+    space: the `SearchSpace` (N, width, dropout, shuffle).
+    budget: the `Budget` (max params, MFLOPs, int8 latency); trials over it are infeasible.
+    recipe, epochs, batch_size, learning_rate, augment: the training of each trial, as in
+        `lru_keras.train` (default recipe "short"); hyperband's max_epochs is `epochs`.
+    validation: images held out of the training split to score the trials on (None: 5,000,
+        or a tenth of a smaller training split); train_images: train on only this many.
+    seed: initialisation (the same for every trial), data order, and the tuner's draws.
+    project_dir: the project directory (None: tune/lrunet-<dataset>-<tuner>-<hash>).
+    data_dir: TFDS data dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+    verbose: "auto"/1 progress bars, 2 one line per epoch, 0 silent.
+    """
+
+    dataset: str = "cifar10"
+    tuner: str = "random"
+    max_trials: int | None = None
+    space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
+    budget: Budget = dataclasses.field(default_factory=Budget)
+    recipe: str = "short"
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    augment: bool | None = None
+    validation: int | None = None
+    train_images: int | None = None
+    seed: int = 0
+    project_dir: str | None = None
+    data_dir: str | None = None
+    verbose: int | str = "auto"
+
+    def to_dict(self) -> dict:
+        return train_config.jsonable(dataclasses.asdict(self))
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What `search` returns. On a worker of a distributed search only `project_dir`, `role`
+    and `trials_run` are filled in: the chief writes the results."""
+
+    project_dir: str
+    role: str
+    trials_run: list
+    rows: list = dataclasses.field(default_factory=list)
+    best: dict | None = None
+    best_hyperparameters: dict | None = None
+    best_model: keras.Model | None = None
+    files: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Everything but the model, as JSON-able values."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.name != "best_model"}
+
+
+def role() -> str:
+    """"local", or "chief" / "worker" in KerasTuner's distributed mode, which is on when
+    KERASTUNER_ORACLE_IP is set; the chief's KERASTUNER_TUNER_ID contains "chief"
+    (KerasTuner's own rule)."""
+    if ORACLE_IP not in os.environ:
+        return "local"
+    missing = [name for name in (ORACLE_PORT, TUNER_ID) if not os.environ.get(name)]
+    if missing:
+        raise ValueError(f"{ORACLE_IP} is set (distributed search) but {missing} "
+                         f"{'is' if len(missing) == 1 else 'are'} not; set "
+                         f"{TUNER_ID}=chief on one process and tuner0, tuner1, ... on the "
+                         f"workers, and the same {ORACLE_PORT} everywhere")
+    return "chief" if "chief" in os.environ[TUNER_ID] else "worker"
+
+
+def resolve(config: SearchConfig) -> tuple[SearchConfig, train_config.TrainConfig]:
+    """`config` with the recipe's training values filled in and every value checked, and the
+    resolved `TrainConfig` each trial trains with."""
+    if config.tuner not in TUNERS:
+        raise ValueError(f"tuner={config.tuner!r} is not a known tuner; expected one of "
+                         f"{list(TUNERS)}")
+    if config.max_trials is not None and (
+            isinstance(config.max_trials, bool) or not isinstance(config.max_trials, int)
+            or config.max_trials < 1):
+        raise ValueError(f"max_trials={config.max_trials!r} must be a positive integer")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise ValueError(f"seed={config.seed!r} must be an integer >= 0")
+    space = config.space
+    if isinstance(space, dict):
+        space = SearchSpace.from_dict(space)
+    budget = Budget(**config.budget) if isinstance(config.budget, dict) else config.budget
+    if not isinstance(space, SearchSpace) or not isinstance(budget, Budget):
+        raise ValueError("space must be a SearchSpace (or its dict) and budget a Budget "
+                         "(or its dict)")
+    if config.validation == 0:
+        raise ValueError("validation=0: a search scores its trials on validation images held "
+                         "out of the training split; hold out at least one")
+    training = train_config.resolve(train_config.TrainConfig(
+        model="LruNet", dataset=config.dataset, recipe=config.recipe, epochs=config.epochs,
+        batch_size=config.batch_size, learning_rate=config.learning_rate,
+        augment=config.augment, validation=config.validation,
+        train_images=config.train_images, seed=config.seed, data_dir=config.data_dir,
+        verbose=config.verbose))
+    resolved = dataclasses.replace(
+        config, space=space, budget=budget, epochs=training.epochs,
+        batch_size=training.batch_size, learning_rate=training.learning_rate,
+        augment=training.augment)
+    return resolved, training
+
+
+def identity(config: SearchConfig) -> dict:
+    """The part of a resolved config that defines what a search computes."""
+    return {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
+
+
+def default_project_dir(config: SearchConfig) -> str:
+    """tune/lrunet-<dataset>-<tuner>-<hash>: the same search, the same directory."""
+    digest = hashlib.sha256(json.dumps(identity(config), sort_keys=True).encode()).hexdigest()
+    return os.path.join(DEFAULT_PROJECTS_DIR,
+                        f"lrunet-{config.dataset}-{config.tuner}-{digest[:8]}")
+
+
+def check_project(project: Path, expected: dict) -> None:
+    """Refuse a project directory of another search, or one holding files of no search."""
+    if not project.exists():
+        return
+    if not project.is_dir():
+        raise SearchConflictError(f"project dir {str(project)!r} exists and is not a directory")
+    record = project / SEARCH_FILE
+    if record.is_file():
+        stored = run_dir.read_json(record)["identity"]
+        if stored != expected:
+            changed = sorted(k for k in set(stored) | set(expected)
+                             if stored.get(k) != expected.get(k))
+            raise SearchConflictError(
+                f"project dir {str(project)!r} holds another search (different {changed}); "
+                f"refusing to resume it. Use another project dir, or overwrite=True "
+                f"(--overwrite) to start over.")
+    elif any(not p.name.startswith(".") for p in project.iterdir()):
+        raise SearchConflictError(f"project dir {str(project)!r} is not empty and holds no "
+                                  f"{SEARCH_FILE}; choose an empty or new directory")
+
+
+def search(config: SearchConfig | None = None, *, overwrite: bool = False,
+           **options) -> SearchResult:
+    """Run (or resume) the search `config` (or keyword options of `SearchConfig`) describes.
+
+    Returns a `SearchResult`: the table rows, the best trial (None if no trial within the
+    budget completed), its hyperparameters and trained model, and the files written in the
+    project dir (results.md/.csv/.json/.png, best_model.keras, best_hyperparameters.json).
+    `overwrite=True` deletes the project's previous trials first. Raises `SearchFailedError`
+    naming the first failed trial and its error.
+    """
+    config = SearchConfig(**options) if config is None else dataclasses.replace(config, **options)
+    config, training = resolve(config)
+    this_role = role()
+    project = Path(config.project_dir or default_project_dir(config)).expanduser().absolute()
+    plan = splits.plan_splits(config.dataset, validation=config.validation,
+                              train_images=config.train_images, data_dir=config.data_dir)
+    check_batch_size(training.batch_size, plan.train_images, 1)
+    expected = {**identity(config), "data": plan.to_dict()}
+    if not overwrite:
+        check_project(project, expected)
+
+    steps_per_epoch = math.ceil(plan.train_images / training.batch_size)
+    jit_compile = distribute.resolve_jit(training.jit_compile, distribute.gpu_count())
+    hypermodel = LruNetHyperModel(config.space, training, steps_per_epoch, jit_compile)
+    train_data = data.load(config.dataset, plan.train, batch_size=training.batch_size,
+                           training=True, augment=training.augment, seed=config.seed,
+                           data_dir=config.data_dir)
+    validation_data = data.load(config.dataset, plan.validation,
+                                batch_size=training.batch_size, data_dir=config.data_dir)
+    calibration = (_calibration_images(config, plan)
+                   if config.budget.max_latency_ms is not None else None)
+
+    def measure_trial(model, workdir):
+        return measure(model, config.budget, workdir=workdir, calibration_images=calibration,
+                       dataset=config.dataset, data_dir=config.data_dir)
+
+    tuner = make_tuner(config, hypermodel, measure_trial, project, overwrite)
+    if this_role != "worker":
+        run_dir.write_json(project / SEARCH_FILE, {"identity": expected,
+                                                   "config": config.to_dict()})
+    with _quiet_optimizer_reload():
+        tuner.search(train_data, validation_data=validation_data, epochs=training.epochs,
+                     shuffle=False, verbose=config.verbose)  # the pipeline shuffles (seeded)
+    result = SearchResult(project_dir=str(project), role=this_role,
+                          trials_run=list(tuner.trials_run))
+    if this_role != "worker":
+        check_trials(tuner.oracle.trials.values())
+        _write_results(result, tuner, config, training, plan, project)
+    return result
+
+
+def _write_results(result: SearchResult, tuner, config: SearchConfig,
+                   training: train_config.TrainConfig, plan: splits.SplitPlan,
+                   project: Path) -> None:
+    """Fill in `result` from the oracle's trials: the table and plot, and the best model and
+    hyperparameters, each written to the project dir."""
+    result.rows = report.trial_rows(tuner.oracle.trials.values(), config.budget,
+                                    training.epochs)
+    result.best = report.best_row(result.rows)
+    title = (f"LruNet search on {config.dataset} ({config.tuner}, {len(result.rows)} "
+             f"trials, {plan.train_images} training / {plan.validation_images} validation "
+             f"images)")
+    result.files = report.write_tables(project, result.rows, config.budget, title,
+                                       {"search": config.to_dict(), "data": plan.to_dict()})
+    result.files["plot"] = report.plot(project / report.PLOT, result.rows, config.budget, title)
+    if result.best is not None:
+        trial = tuner.oracle.get_trial(result.best["trial"])
+        with _quiet_optimizer_reload():
+            result.best_model = tuner.load_model(trial)
+        result.best_hyperparameters = _best_hyperparameters(result.best, tuner.hypermodel,
+                                                            trial, config)
+        result.files.update(_save_best(project, result.best_model, result.best_hyperparameters))
+
+
+def make_tuner(config: SearchConfig, hypermodel, measure_trial, project: Path,
+               overwrite: bool = False):
+    """The KerasTuner tuner of a resolved config, reloading the project's state if there is
+    one (unless `overwrite`)."""
+    common = dict(
+        hypermodel=hypermodel, objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
+        # KerasTuner draws a random seed for seed=0, so 0 is shifted.
+        seed=config.seed + 1, directory=str(project.parent), project_name=project.name,
+        overwrite=overwrite, measure_trial=measure_trial, budget=config.budget)
+    if config.tuner == "hyperband":
+        tuner = BudgetedHyperband(max_epochs=config.epochs, **common)
+        if config.max_trials is not None and isinstance(tuner.oracle, keras_tuner.Oracle):
+            # Every oracle stops creating trials at max_trials; only Hyperband's constructor
+            # lacks the argument (its brackets decide otherwise).
+            tuner.oracle.max_trials = config.max_trials
+        return tuner
+    if config.tuner == "bayesian" and importlib.util.find_spec("sklearn") is None:
+        raise ValueError("tuner='bayesian' needs scikit-learn (KerasTuner's Gaussian process), "
+                         "which is not installed: pip install scikit-learn (or "
+                         "keras-tuner[bayesian]), or use tuner='random' or 'hyperband'")
+    tuner_class = {"random": BudgetedRandomSearch,
+                   "bayesian": BudgetedBayesianOptimization}[config.tuner]
+    return tuner_class(max_trials=config.max_trials or DEFAULT_MAX_TRIALS, **common)
+
+
+def check_trials(trials) -> None:
+    """Raise `SearchFailedError` for the first trial that failed or has no valid score."""
+    for trial in sorted(trials, key=lambda t: t.trial_id):
+        score = trial.score
+        if trial.status in ("FAILED", "INVALID") or (
+                trial.status == "COMPLETED" and (score is None or math.isnan(score))):
+            cause = _cause(trial.message) or (f"status {trial.status} with score {score} "
+                                              f"(did training diverge?)")
+            raise SearchFailedError(trial.trial_id, cause, trial.message or "")
+
+
+def _cause(message) -> str:
+    """The last line of a traceback (the exception), with a hint for missing tensorboard."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    cause = lines[-1] if lines else ""
+    if "tensorboard" in cause:
+        cause += (" -- KerasTuner imports tensorboard in every trial, and TensorFlow 2.21 no "
+                  "longer installs it: pip install tensorboard==2.21.0")
+    return cause
+
+
+class _ScoreFromValidation(keras.callbacks.Callback):
+    """Copies each epoch's validation accuracy into the logs as the objective `score`, so
+    that KerasTuner's checkpoint keeps the epoch of the best validation accuracy (the
+    callbacks and the History of one fit share the logs)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and VALIDATION_METRIC in logs:
+            logs[OBJECTIVE] = logs[VALIDATION_METRIC]
+
+
+class _BudgetedTuner:
+    """Mixin over a KerasTuner tuner: measure each trial before training, record a trial over
+    budget as infeasible without training it, and stop the search at the first failed trial.
+
+    `trials_run` lists the ids of the trials this process finished (trained, or measured and
+    found over budget).
+    """
+
+    def __init__(self, *args, measure_trial, budget: Budget, **kwargs):
+        self.measure_trial = measure_trial
+        self.budget = budget
+        self.trials_run = []
+        super().__init__(*args, **kwargs)
+
+    def run_trial(self, trial, *args, **kwargs):
+        model = self.hypermodel.build(trial.hyperparameters)
+        measured = self.measure_trial(model, self.get_trial_dir(trial.trial_id))
+        metrics = {key: float(value) for key, value in measured.items() if value is not None}
+        if self.budget.violations(measured):
+            return {OBJECTIVE: INFEASIBLE_SCORE, report.INFEASIBLE_METRIC: 1.0, **metrics}
+        fit_callbacks = [*kwargs.pop("callbacks", []), _ScoreFromValidation()]
+        histories = super().run_trial(trial, *args, callbacks=fit_callbacks, **kwargs)
+        return {**_best_epoch(histories[-1]), report.INFEASIBLE_METRIC: 0.0, **metrics}
+
+    def on_trial_end(self, trial):
+        if trial.status != "COMPLETED":  # raised inside the trial; KerasTuner caught it
+            raise SearchFailedError(trial.trial_id, _cause(trial.message), trial.message or "")
+        super().on_trial_end(trial)
+        check_trials([self.oracle.get_trial(trial.trial_id)])
+        self.trials_run.append(trial.trial_id)
+
+
+def _best_epoch(history) -> dict:
+    """Metrics of the epoch with the best validation accuracy (NaN counts as worst)."""
+    logs, epochs = history.history, history.epoch
+    if VALIDATION_METRIC not in logs:
+        raise ValueError(f"the trial's fit reported no {VALIDATION_METRIC!r} (got "
+                         f"{sorted(logs)}); a search needs validation data")
+    values = logs[VALIDATION_METRIC]
+    best = max(range(len(values)),
+               key=lambda i: -math.inf if math.isnan(values[i]) else values[i])
+    metrics = {name: float(series[best]) for name, series in logs.items()}
+    metrics[OBJECTIVE] = float(values[best])
+    metrics["best_epoch"] = float(epochs[best] + 1)
+    return metrics
+
+
+class BudgetedRandomSearch(_BudgetedTuner, keras_tuner.RandomSearch):
+    """`keras_tuner.RandomSearch` with device budgets and loud failures."""
+
+
+class BudgetedBayesianOptimization(_BudgetedTuner, keras_tuner.BayesianOptimization):
+    """`keras_tuner.BayesianOptimization` with device budgets and loud failures."""
+
+
+class BudgetedHyperband(_BudgetedTuner, keras_tuner.Hyperband):
+    """`keras_tuner.Hyperband` with device budgets and loud failures."""
+
+
+@contextlib.contextmanager
+def _quiet_optimizer_reload():
+    """Silence Keras's warning that a trial checkpoint's optimizer variables are not loaded:
+    KerasTuner reloads checkpoints into freshly compiled models (the best model, and the
+    trials Hyperband continues), whose optimizer starts afresh by design."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        yield
+
+
+def _calibration_images(config: SearchConfig, plan: splits.SplitPlan):
+    """Training images (never validation or test) to calibrate the int8 latency export."""
+    batches = data.load(config.dataset, plan.train, batch_size=CALIBRATION_IMAGES,
+                        data_dir=config.data_dir)
+    images, _ = next(iter(batches))
+    return images.numpy()
+
+
+def _best_hyperparameters(best: dict, hypermodel: LruNetHyperModel, trial,
+                          config: SearchConfig) -> dict:
+    return {
+        "trial": best["trial"],
+        "hyperparameters": {name: best[name] for name in ("reuse", "width", "dropout",
+                                                          "shuffle")},
+        "builder": "LruNet",
+        "builder_arguments": hypermodel.builder_arguments(trial.hyperparameters),
+        "val_accuracy": best["val_accuracy"], "params": best["params"],
+        "mflops": best["mflops"], "latency_ms": best["latency_ms"], "epochs": best["epochs"],
+        "dataset": config.dataset, "recipe": config.recipe, "model_file": BEST_MODEL,
+    }
+
+
+def _save_best(project: Path, model, hyperparameters: dict) -> dict:
+    """best_model.keras (the trained model, without optimizer) and best_hyperparameters.json,
+    each written to a temporary file first and renamed into place."""
+    path = project / BEST_MODEL
+    temporary = project / f".{BEST_MODEL[:-len('.keras')]}.tmp.keras"
+    train_callbacks.model_only(model).save(temporary)
+    os.replace(temporary, path)
+    run_dir.write_json(project / BEST_HYPERPARAMETERS, hyperparameters)
+    return {"best_model": str(path), "best_hyperparameters": str(project / BEST_HYPERPARAMETERS)}
+

@@ -1,0 +1,450 @@
+"""Tests of lru_keras.tune: a search under a budget, its table and plot, the best model, loud
+failures, resume after a kill, KerasTuner's distributed mode, the command line.
+
+Real images only: 400 Fashion-MNIST training images (300 train + 100 held out for
+validation) imported into pytest's tmp TFDS dir; tiny models (width 0.125 / 0.25, N 1..2,
+1 epoch). The resume and distributed tests start processes of their own.
+"""
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from lru_keras import analysis, data
+from lru_keras.cli import main
+from lru_keras.cli_tune import TUNER_CHOICES
+from lru_keras.train import plan_splits
+from lru_keras.tune import (
+    TUNERS, Budget, SearchFailedError, SearchSpace, search)
+from lru_keras.tune import report
+from lru_keras.tune import run as tune_run
+from lru_keras.tune.budget import format_count
+from lru_keras.tune.space import parse_numbers, parse_reuse, parse_shuffle
+from lru_keras.zoo import LruNet
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 300
+# 8 configurations; every width-0.125 model has < 6k parameters, every width-0.25 one > 13k.
+SPACE = SearchSpace(reuse=(1, 2), width=(0.125, 0.25), dropout=(0.0,), shuffle=(True, False))
+MAX_PARAMS = 10_000
+# The resume test runs the bayesian tuner where scikit-learn (which it needs) is installed.
+RESUME_TUNER = "bayesian" if importlib.util.find_spec("sklearn") else "random"
+TRAINING = dict(dataset="fashion_mnist", epochs=1, batch_size=64, validation=100,
+                train_images=300, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def fashion_dir(tmp_path_factory, test_set):
+    """TFDS dir with 400 real Fashion-MNIST training images and 100 test images (the shared
+    files, loaded by conftest's `test_set`, which takes any file of ../shared/data)."""
+    x, y = test_set("fashion_mnist_train.npz")
+    x_test, y_test = test_set("fashion_mnist")
+    target = tmp_path_factory.mktemp("tfds_fashion")
+    data.import_arrays("fashion_mnist", "train", x[:400], y[:400], target)
+    data.import_arrays("fashion_mnist", "test", x_test[:100], y_test[:100], target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def searched(fashion_dir, tmp_path_factory):
+    """A random search of 5 trials of SPACE under MAX_PARAMS: (result, project dir)."""
+    project = tmp_path_factory.mktemp("search") / "project"
+    result = search(tuner="random", max_trials=5, space=SPACE,
+                    budget=Budget(max_params=MAX_PARAMS), project_dir=str(project),
+                    data_dir=str(fashion_dir), **TRAINING)
+    return result, project
+
+
+def _lrunet(row):
+    return LruNet(reuse=row["reuse"], width=row["width"], shuffle=row["shuffle"],
+                  dropout=row["dropout"], input_shape=(28, 28, 1), classes=10)
+
+
+def _trial_files(project):
+    return sorted(project.glob("trial_*/trial.json"))
+
+
+# --- A search under a budget ------------------------------------------------------------------
+
+def test_search_of_five_trials_saves_the_best_model_and_its_hyperparameters(searched,
+                                                                             fashion_dir):
+    result, project = searched
+    assert [row["trial"] for row in result.rows] == ["0", "1", "2", "3", "4"]
+    ok = [row for row in result.rows if row["status"] == "ok"]
+    assert ok and result.best == max(ok, key=lambda row: row["val_accuracy"])
+
+    saved = json.loads((project / "best_hyperparameters.json").read_text())
+    assert saved == result.best_hyperparameters
+    assert saved["trial"] == result.best["trial"]
+    assert saved["hyperparameters"] == {k: result.best[k] for k in ("reuse", "width",
+                                                                    "dropout", "shuffle")}
+    arguments = saved["builder_arguments"]
+    assert arguments["classes"] == 10 and arguments["input_shape"] == [28, 28, 1]
+    rebuilt = LruNet(**arguments)
+    assert analysis.count_parameters(rebuilt)["trainable"] == result.best["params"]
+
+    # The saved model is the trained one: it reproduces the trial's validation accuracy, and
+    # reloading it gives identical predictions.
+    loaded = keras.saving.load_model(project / "best_model.keras")
+    validation = plan_splits("fashion_mnist", validation=100, train_images=300,
+                             data_dir=fashion_dir).validation
+    images, labels = next(iter(data.load("fashion_mnist", validation, batch_size=100,
+                                         data_dir=fashion_dir)))
+    predictions = loaded.predict(images, verbose=0)
+    np.testing.assert_array_equal(predictions, result.best_model.predict(images, verbose=0))
+    accuracy = float(np.mean(predictions.argmax(-1) == labels.numpy()))
+    assert accuracy == pytest.approx(result.best["val_accuracy"], abs=1e-6)
+
+
+def test_results_table_and_plot_list_every_trial_with_its_real_counts(searched):
+    result, project = searched
+    trial_ids = sorted(json.loads(f.read_text())["trial_id"] for f in _trial_files(project))
+    assert trial_ids == [row["trial"] for row in result.rows]
+
+    csv_rows = (project / "results.csv").read_text().splitlines()
+    assert csv_rows[0].split(",") == list(report.COLUMNS) and len(csv_rows) == 1 + 5
+    table = (project / "results.md").read_text().splitlines()
+    body = [line for line in table if line.startswith("| ") and not line.startswith("| trial")]
+    assert [line.split(" | ")[0][2:] for line in body] == trial_ids
+    stored = json.loads((project / "results.json").read_text())
+    assert stored["rows"] == result.rows and stored["best"] == result.best
+
+    for row in result.rows:
+        model = _lrunet(row)
+        assert row["params"] == analysis.count_parameters(model)["trainable"]
+        assert row["mflops"] == pytest.approx(analysis.count_macs(model) / 1e6, rel=1e-9)
+        assert f"| {row['params']:,} | {row['mflops']:.3f} |" in body[int(row["trial"])]
+
+    png = (project / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_trial_over_max_params_is_recorded_infeasible_and_never_best(searched):
+    result, project = searched
+    infeasible = [row for row in result.rows if row["status"] != "ok"]
+    assert infeasible, "the seeded search drew no width-0.25 model"
+    for row in infeasible:
+        assert row["params"] > MAX_PARAMS and row["width"] == 0.25
+        assert row["status"] == f"infeasible (params {format_count(row['params'])} > 10k)"
+        assert row["val_accuracy"] is None
+        trial = json.loads((project / f"trial_{row['trial']}" / "trial.json").read_text())
+        assert trial["status"] == "COMPLETED" and trial["score"] == -1.0
+        assert not (project / f"trial_{row['trial']}" / "checkpoint.weights.h5").exists()
+    for row in result.rows:
+        if row["status"] == "ok":
+            assert row["params"] <= MAX_PARAMS and 0 <= row["val_accuracy"] <= 1
+    assert result.best["status"] == "ok" and result.best["params"] <= MAX_PARAMS
+
+
+def test_latency_budget_measures_the_int8_tflite_and_marks_slow_trials(fashion_dir, tmp_path):
+    result = search(tuner="random", max_trials=1,
+                    space=SearchSpace(reuse=(1,), width=(0.125,), dropout=(0.0,),
+                                      shuffle=(True,)),
+                    budget=Budget(max_latency_ms=1e-4), project_dir=str(tmp_path / "p"),
+                    data_dir=str(fashion_dir), **TRAINING)
+    (row,) = result.rows
+    assert row["latency_ms"] > 1e-4
+    assert row["status"] == f"infeasible (latency {row['latency_ms']:.3g} ms > 0.0001 ms)"
+    spec = json.loads((tmp_path / "p" / "trial_0" / "model.int8.json").read_text())
+    assert "int8" in json.dumps(spec)
+    assert result.best is None and result.best_model is None
+    assert not (tmp_path / "p" / "best_model.keras").exists()
+
+
+# --- Failures are loud ------------------------------------------------------------------------
+
+def test_failed_trial_fails_the_search_naming_the_cause_and_is_retried_next_run(
+        fashion_dir, tmp_path, monkeypatch):
+    """Without tensorboard every KerasTuner trial fails inside its TensorBoard setup; the
+    search must raise with that cause, and the next run retries the trial."""
+    options = dict(tuner="random", max_trials=1,
+                   space=SearchSpace(reuse=(1,), width=(0.125,), dropout=(0.0,),
+                                     shuffle=(True,)),
+                   project_dir=str(tmp_path / "p"), data_dir=str(fashion_dir), **TRAINING)
+    monkeypatch.setitem(sys.modules, "tensorboard.plugins.hparams", None)  # "not installed"
+    with pytest.raises(SearchFailedError, match="tensorboard") as failure:
+        search(**options)
+    assert failure.value.trial_id == "0"
+    assert "pip install tensorboard" in str(failure.value)
+    assert "Traceback" in failure.value.details
+    assert not (tmp_path / "p" / "results.md").exists()
+
+    monkeypatch.delitem(sys.modules, "tensorboard.plugins.hparams")
+    result = search(**options)
+    assert result.trials_run == ["0"] and result.rows[0]["status"] == "ok"
+
+
+def test_failed_trial_check_names_trials_without_a_valid_score():
+    class Trial:
+        trial_id, status, score, message = "3", "COMPLETED", float("nan"), None
+
+    with pytest.raises(SearchFailedError, match="trial 3 failed: status COMPLETED with "
+                                                "score nan"):
+        tune_run.check_trials([Trial()])
+
+
+# --- Resume -----------------------------------------------------------------------------------
+
+def _env(**extra):
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path, TF_CPP_MIN_LOG_LEVEL="3")
+    for name in (tune_run.ORACLE_IP, tune_run.ORACLE_PORT, tune_run.TUNER_ID):
+        env.pop(name, None)
+    env.update(extra)
+    return env
+
+
+def _start(argv, log, **env):
+    """`lru-keras ARGV` in a process group of its own; stdout piped, stderr to `log`."""
+    with open(log, "w") as stderr:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "lru_keras.cli", *argv],
+                                env=_env(**env), stdout=subprocess.PIPE, stderr=stderr,
+                                text=True, start_new_session=True)
+
+
+def _kill(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def _cli_args(project, fashion_dir, *extra):
+    return ["tune", "--dataset", "fashion_mnist", "--epochs", "1", "--batch-size", "64",
+            "--validation", "100", "--train-images", "300", "--dropout", "0",
+            "--project-dir", str(project), "--data-dir", str(fashion_dir), "--silent",
+            "--json", *extra]
+
+
+def test_interrupted_search_resumes_without_redoing_finished_trials(fashion_dir, tmp_path,
+                                                                   capsys):
+    project = tmp_path / "p"
+    argv = _cli_args(project, fashion_dir, "--tuner", RESUME_TUNER, "--max-trials", "2",
+                     "--reuse", "1", "--width", "0.125")
+    log = tmp_path / "interrupted.log"
+    process = _start(argv, log)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (project / "trial_1" / "trial.json").exists():  # trial 0 has ended
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "trial 0 did not finish in time"
+            time.sleep(0.2)
+    finally:
+        _kill(process)
+    first = project / "trial_0" / "trial.json"
+    checkpoint = project / "trial_0" / "checkpoint.weights.h5"
+    before = (first.read_bytes(), first.stat().st_mtime_ns, checkpoint.stat().st_mtime_ns)
+    assert json.loads(first.read_text())["status"] == "COMPLETED"
+
+    assert main(argv) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["trials_run"] == ["1"]  # only the trial that was killed, again
+    assert [row["trial"] for row in resumed["rows"]] == ["0", "1"]
+    assert all(row["status"] == "ok" for row in resumed["rows"])
+    assert (first.read_bytes(), first.stat().st_mtime_ns,
+            checkpoint.stat().st_mtime_ns) == before
+
+    assert main(argv) == 0  # finished: nothing runs again
+    assert json.loads(capsys.readouterr().out)["trials_run"] == []
+
+
+# --- Distributed: KerasTuner's chief + workers ------------------------------------------------
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_search_with_a_chief_and_two_workers_on_localhost(fashion_dir, tmp_path):
+    project = tmp_path / "p"
+    argv = _cli_args(project, fashion_dir, "--max-trials", "4", "--reuse", "1,2",
+                     "--width", "0.125,0.25", "--shuffle", "on",
+                     "--max-params", str(MAX_PARAMS))
+    oracle = {tune_run.ORACLE_IP: "127.0.0.1",
+              tune_run.ORACLE_PORT: str(_free_port())}
+    names = ("chief", "tuner0", "tuner1")
+    logs = {name: tmp_path / f"{name}.log" for name in names}
+    processes = {name: _start(argv, logs[name], **oracle, **{tune_run.TUNER_ID: name})
+                 for name in names}
+    outputs = {}
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        for name in ("tuner0", "tuner1", "chief"):
+            remaining = max(deadline - time.monotonic(), 1)
+            outputs[name] = processes[name].communicate(timeout=remaining)[0]
+            assert processes[name].returncode == 0, f"{name}: {logs[name].read_text()[-3000:]}"
+    finally:
+        for process in processes.values():
+            _kill(process)
+
+    chief = json.loads(outputs["chief"])
+    workers = [json.loads(outputs[name]) for name in ("tuner0", "tuner1")]
+    assert chief["role"] == "chief" and chief["trials_run"] == []
+    assert [w["role"] for w in workers] == ["worker", "worker"]
+    ran = [set(w["trials_run"]) for w in workers]
+    assert all(ran), f"each worker should run trials: {ran}"
+    assert not ran[0] & ran[1] and ran[0] | ran[1] == {"0", "1", "2", "3"}
+
+    rows = chief["rows"]
+    assert sorted((row["reuse"], row["width"]) for row in rows) == [
+        (1, 0.125), (1, 0.25), (2, 0.125), (2, 0.25)]
+    for row in rows:
+        assert row["params"] == analysis.count_parameters(_lrunet(row))["trainable"]
+        assert row["status"] == ("ok" if row["width"] == 0.125 else
+                                 f"infeasible (params {format_count(row['params'])} > 10k)")
+    assert chief["best"]["width"] == 0.125
+    assert (project / "best_model.keras").is_file() and (project / "results.png").is_file()
+
+
+# --- Command line -----------------------------------------------------------------------------
+
+def test_cli_hyperband_search_continues_its_best_trial_and_prints_the_table(
+        fashion_dir, tmp_path, capsys):
+    project = tmp_path / "p"
+    argv = _cli_args(project, fashion_dir, "--tuner", "hyperband", "--max-trials", "4",
+                     "--epochs", "3", "--reuse", "1", "--width", "0.125,0.25,0.375",
+                     "--shuffle", "on", "--max-params", str(MAX_PARAMS))
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = result["rows"]
+    assert [row["trial"] for row in rows] == ["0", "1", "2", "3"]
+    assert [row["epochs"] for row in rows] == [1, 1, 1, 3]  # Hyperband's two rounds
+    # Round 1 continues the best of round 0, the one model within the budget.
+    assert sorted(row["width"] for row in rows[:3]) == [0.125, 0.25, 0.375]
+    assert [row["width"] for row in rows if row["status"] == "ok"] == [0.125, 0.125]
+    assert rows[3]["val_accuracy"] is not None and result["best"]["width"] == 0.125
+    assert result["best"]["params"] <= MAX_PARAMS
+
+    argv.remove("--json")
+    assert main(argv) == 0  # finished: prints the table again, trains nothing
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line[:1].isdigit()]
+    assert len(table) == 4 and out.count("infeasible (params") == 2
+    assert f"best: trial {result['best']['trial']}: N=1, width 0.125" in out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tuner", "grid"], "argument --tuner: invalid choice: 'grid' (choose from 'random', "
+                          "'bayesian', 'hyperband')"),
+    (["--reuse", "0-20"], "argument --reuse: reuse=0: N must be an integer in 1..16"),
+    (["--reuse", "a-b"], "argument --reuse: reuse='a-b': expected integers and ranges"),
+    (["--width", "0.1"], "argument --width: width=0.1: expected a positive multiple of 0.125"),
+    (["--dropout", "1"], "argument --dropout: dropout=1.0: expected a number in [0, 1)"),
+    (["--shuffle", "maybe"], "argument --shuffle: invalid choice: 'maybe' (choose from "
+                             "'both', 'off', 'on')"),
+    (["--max-params", "-5"], "argument --max-params: expected a positive integer, got '-5'"),
+    (["--max-mflops", "0"], "argument --max-mflops: expected a positive number, got '0'"),
+    (["--max-trials", "0"], "argument --max-trials: expected a positive integer, got '0'"),
+])
+def test_cli_bad_arguments_exit_2_naming_the_argument(extra, message, capsys):
+    assert main(["tune", "--dataset", "fashion_mnist", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+def test_cli_refuses_a_project_dir_of_another_search(searched, fashion_dir, capsys):
+    _, project = searched
+    argv = _cli_args(project, fashion_dir, "--tuner", "bayesian", "--max-trials", "5",
+                     "--reuse", "1,2", "--width", "0.125,0.25", "--max-params",
+                     str(MAX_PARAMS))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds another search (different ['tuner'])" in err[0]
+
+
+def test_cli_tuner_choices_are_the_library_tuners():
+    assert TUNER_CHOICES == TUNERS
+
+
+# --- Space and budget -------------------------------------------------------------------------
+
+def test_search_space_parses_and_checks_values():
+    assert parse_reuse("1-4,8,16") == (1, 2, 3, 4, 8, 16)
+    assert parse_numbers("width", "1,0.25,0.25") == (0.25, 1.0)
+    assert parse_shuffle("both") == (True, False) and parse_shuffle("off") == (False,)
+    assert SearchSpace().reuse == tuple(range(1, 17))
+    assert SearchSpace(shuffle=(False, True)).shuffle == (True, False)
+    assert SPACE.size() == 8
+    with pytest.raises(ValueError, match="reuse=17: N must be an integer in 1..16"):
+        SearchSpace(reuse=(1, 17))
+    with pytest.raises(ValueError, match="width=0.3: expected a positive multiple of 0.125"):
+        SearchSpace(width=(0.3,))
+    with pytest.raises(ValueError, match=r"needs at least one dropout"):
+        SearchSpace(dropout=())
+    with pytest.raises(ValueError, match="shuffle=1: expected True or False"):
+        SearchSpace(shuffle=(1,))
+
+
+def test_search_space_declares_fixed_choice_and_boolean_hyperparameters():
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    values = SearchSpace(reuse=(2, 4), width=(0.5,), dropout=(0.0, 0.5)).declare(hp)
+    assert values == {"reuse": 2, "width": 0.5, "dropout": 0.0, "shuffle": True}
+    kinds = {p.name: type(p).__name__ for p in hp.space}
+    assert kinds == {"reuse": "Choice", "width": "Fixed", "dropout": "Choice",
+                     "shuffle": "Boolean"}
+
+
+def test_budget_checks_limits_and_names_what_is_exceeded():
+    budget = Budget(max_params=200_000, max_mflops=30, max_latency_ms=1.5)
+    measured = {"params": 210_282, "mflops": 35.5, "latency_ms": 1.2}
+    assert budget.violations(measured) == ["params 210.3k > 200k", "MFLOPs 35.5 > 30"]
+    assert budget.status({"params": 200_000, "mflops": 30, "latency_ms": 1.5}) == "ok"
+    assert budget.describe() == "params <= 200k, MFLOPs <= 30, latency <= 1.5 ms"
+    assert Budget().describe() == "none" and Budget().status(measured) == "ok"
+    with pytest.raises(ValueError, match="max_params=0 must be a positive integer"):
+        Budget(max_params=0)
+    with pytest.raises(ValueError, match="max_mflops=-1 must be a positive number"):
+        Budget(max_mflops=-1)
+
+
+def _tuner(kind, project, max_trials=7):
+    config, training = tune_run.resolve(tune_run.SearchConfig(
+        tuner=kind, max_trials=max_trials, space=SPACE, **TRAINING))
+    hypermodel = tune_run.LruNetHyperModel(config.space, training, steps_per_epoch=5)
+    return tune_run.make_tuner(config, hypermodel, measure_trial=None, project=project)
+
+
+@pytest.mark.parametrize("tuner, oracle, max_trials", [
+    ("random", "RandomSearchOracle", 7), ("bayesian", "BayesianOptimizationOracle", 7),
+    ("hyperband", "HyperbandOracle", 7)])
+def test_tuners_are_keras_tuner_oracles_with_the_trial_cap(tuner, oracle, max_trials,
+                                                           tmp_path):
+    if tuner == "bayesian":
+        pytest.importorskip("sklearn", reason="KerasTuner's bayesian tuner needs scikit-learn")
+    made = _tuner(tuner, tmp_path / "p", max_trials)
+    assert type(made.oracle).__name__ == oracle
+    assert made.oracle.max_trials == max_trials
+    assert made.oracle.objective.name == "score" and made.oracle.objective.direction == "max"
+
+
+def test_bayesian_tuner_without_scikit_learn_is_refused_naming_the_package(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # "not installed"
+    with pytest.raises(ValueError, match="tuner='bayesian' needs scikit-learn"):
+        _tuner("bayesian", tmp_path / "p")
+
+
+def test_search_refuses_bad_configurations(fashion_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"tuner='grid' is not a known tuner; expected one of "
+                                         r"\['random', 'bayesian', 'hyperband'\]"):
+        search(tuner="grid", **TRAINING)
+    with pytest.raises(ValueError, match="validation=0"):
+        search(**{**TRAINING, "validation": 0})
+    with pytest.raises(ValueError, match="seed=-1 must be an integer >= 0"):
+        search(seed=-1, **TRAINING)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "notes.txt").write_text("mine")
+    with pytest.raises(tune_run.SearchConflictError, match="holds no search.json"):
+        search(project_dir=str(tmp_path / "p"), data_dir=str(fashion_dir), **TRAINING)
