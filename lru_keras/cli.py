@@ -10,7 +10,8 @@ import json
 import sys
 
 from lru_keras import analysis, data, evaluate
-from lru_keras.cli_data import add_data_commands
+from lru_keras.cli_data import add_data_commands, add_data_dir_argument
+from lru_keras.cli_qat import add_qat_command
 from lru_keras.cli_train import add_train_commands
 from lru_keras.cli_tune import add_tune_command
 from lru_keras.cli_tflite import add_export_command, run_evaluate_tflite
@@ -77,8 +78,7 @@ def build_parser():
     evaluator.add_argument("--batch-size", type=_positive_int, default=256, metavar="N")
     evaluator.add_argument("--limit", type=_positive_int, metavar="N",
                            help="only the first N images")
-    evaluator.add_argument("--data-dir", metavar="DIR",
-                           help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    add_data_dir_argument(evaluator)
     evaluator.add_argument("--json", action="store_true", help="print a JSON object")
     evaluator.set_defaults(func=run_evaluate, parser=evaluator)
 
@@ -86,6 +86,7 @@ def build_parser():
     add_train_commands(commands)
     add_tune_command(commands)
     add_export_command(commands)
+    add_qat_command(commands)
     return parser
 
 

@@ -11,6 +11,12 @@ import argparse
 from lru_keras import data
 
 
+def add_data_dir_argument(parser) -> None:
+    """The --data-dir option every command that reads a dataset takes."""
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+
+
 def add_data_commands(subparsers) -> argparse.ArgumentParser:
     """Add `data import` and `data list` to an argparse subparsers object; return `data`."""
     group = subparsers.add_parser(
@@ -47,8 +53,7 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     """The --data-dir option shared by all data commands."""
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    add_data_dir_argument(parser)
 
 
 def run_import(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import json
 import os
 
 from lru_keras import data
+from lru_keras.cli_data import add_data_dir_argument
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 
@@ -46,8 +47,7 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
     exporter.add_argument("--calibration-npz", metavar="FILE",
                           help="int8: calibrate on the images (array x, pixels 0..255) of this "
                                ".npz instead of the dataset's training split")
-    exporter.add_argument("--data-dir", metavar="DIR",
-                          help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    add_data_dir_argument(exporter)
     exporter.add_argument("--json", action="store_true", help="print the input spec as JSON")
     exporter.set_defaults(func=run_export, parser=exporter)
     return exporter

@@ -17,6 +17,7 @@ import sys
 import textwrap
 
 from lru_keras import data
+from lru_keras.cli_data import add_data_dir_argument
 from lru_keras.train import config as train_config
 from lru_keras.train import distribute, recipes
 
@@ -94,8 +95,7 @@ def add_train_commands(subparsers) -> argparse.ArgumentParser:
     where.add_argument("--run-dir", metavar="DIR",
                        help="run directory (default runs/<model>-<args>-<dataset>-<recipe>-"
                             "<hash of the configuration>)")
-    where.add_argument("--data-dir", metavar="DIR",
-                       help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    add_data_dir_argument(where)
     where.add_argument("--strategy", default="none", choices=distribute.STRATEGIES,
                        help="tf.distribute: none (one device), mirrored (local GPUs), "
                             "multiworker (TF_CONFIG); default none")

@@ -17,6 +17,7 @@ import json
 import sys
 
 from lru_keras import data
+from lru_keras.cli_data import add_data_dir_argument
 from lru_keras.cli_train import _non_negative_int, _positive_float, _positive_int
 from lru_keras.train import recipes
 from lru_keras.tune import space as space_module
@@ -101,8 +102,7 @@ def add_tune_command(subparsers) -> argparse.ArgumentParser:
                             "<hash of the configuration>)")
     where.add_argument("--overwrite", action="store_true",
                        help="delete the project's previous trials and start over")
-    where.add_argument("--data-dir", metavar="DIR",
-                       help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    add_data_dir_argument(where)
     verbosity = where.add_mutually_exclusive_group()
     verbosity.add_argument("--quiet", action="store_const", const=2, dest="verbose",
                            help="one line per epoch instead of a progress bar")

@@ -7,11 +7,14 @@
 - `evaluate(path, dataset, split="test")`: top-1 accuracy with LiteRT's interpreter.
 - `TFLiteClassifier(path)`: `predict(images)` on pixels in [0, 255].
 - `inspect(path)`: op counts, sharing of conv weights, where the bytes go.
+- `quantize_aware(model, train_data, path)`: quantization-aware fine-tuning with
+  tensorflow-model-optimization (in a child process), then the int8 export.
 """
 
 from lru_keras.tflite.convert import QUANTIZATIONS
 from lru_keras.tflite.export import ExportError, export, sharing_report, sidecar_paths
 from lru_keras.tflite.graph import UnsupportedModelError
+from lru_keras.tflite.qat import QATError, quantize_aware
 from lru_keras.tflite.runtime import TFLiteClassifier, evaluate, evaluate_arrays
 
 
@@ -36,6 +39,7 @@ def inspect(path_or_bytes):
 
 
 __all__ = [
-    "QUANTIZATIONS", "ExportError", "TFLiteClassifier", "UnsupportedModelError", "evaluate",
-    "evaluate_arrays", "export", "inspect", "sharing_report", "sidecar_paths",
+    "QUANTIZATIONS", "ExportError", "QATError", "TFLiteClassifier", "UnsupportedModelError",
+    "evaluate", "evaluate_arrays", "export", "inspect", "quantize_aware", "sharing_report",
+    "sidecar_paths",
 ]

@@ -44,7 +44,8 @@ def sidecar_paths(path):
 
 def export(model, path, quantization="float32", representative_data=None, *,
            share_weights=True, dataset=None, labels=None, calibration_size=None,
-           equalize=None, ranges="mse", input_range=None, strip_names=True, data_dir=None):
+           equalize=None, ranges="mse", input_range=None, strip_names=True, data_dir=None,
+           extra_spec=None):
     """Converts a Keras classifier to a .tflite file; returns a dict describing it.
 
     Args:
@@ -73,6 +74,7 @@ def export(model, path, quantization="float32", representative_data=None, *,
             (0, 1).
         strip_names: blank internal tensor names (smaller file).
         data_dir: TFDS data directory for the default calibration images.
+        extra_spec: more entries for the spec (e.g. how the weights were fine-tuned).
 
     Returns:
         the input spec written to `<stem>.json` (also embedded in the .tflite as metadata
@@ -140,6 +142,7 @@ def export(model, path, quantization="float32", representative_data=None, *,
             "source": "representative_data" if representative_data is not None
             else f"{dataset}/train, evenly spaced",
             "equalized": equalize, "ranges": ranges}
+    spec.update(extra_spec or {})
     flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "spec",
                             json.dumps(spec, sort_keys=True).encode())
     flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "labels",

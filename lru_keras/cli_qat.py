@@ -1,0 +1,120 @@
+"""`lru-keras qat ...`: quantization-aware fine-tuning of a zoo LruNet to a full-integer .tflite.
+
+`add_qat_command(subparsers)` adds `qat` to the main parser. The model is named as for
+`export`: --weights NAME, or the architecture arguments with --weights-file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lru_keras import data
+from lru_keras.cli_data import add_data_dir_argument
+
+
+def add_qat_command(subparsers) -> argparse.ArgumentParser:
+    """Adds `qat` to an argparse subparsers object; returns its parser."""
+    from lru_keras import cli
+    from lru_keras.tflite.qat import DEFAULTS
+
+    parser = subparsers.add_parser(
+        "qat", help="quantization-aware fine-tuning (tensorflow-model-optimization) to an int8 "
+                    ".tflite",
+        description="Fine-tune a zoo LruNet (--weights NAME, or the model arguments with "
+                    "--weights-file PATH) with int8 quantization simulated "
+                    "(tensorflow-model-optimization, in a child process), then write a "
+                    "full-integer .tflite that keeps each shared kernel once, plus "
+                    "OUT.labels.txt and OUT.json.")
+    cli._add_model_arguments(parser)
+    parser.add_argument("--weights-file", metavar="PATH",
+                        help="a .weights.h5 file for the model the arguments describe")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.tflite",
+                        help="the .tflite file to write")
+    parser.add_argument("--dataset", choices=sorted(data.DATASETS),
+                        help="the dataset to fine-tune on (default: the one of --weights)")
+    parser.add_argument("--epochs", type=_non_negative_int, default=DEFAULTS["epochs"],
+                        help=f"fine-tuning epochs (default {DEFAULTS['epochs']})")
+    parser.add_argument("--train-images", type=cli._positive_int,
+                        default=DEFAULTS["train_images"], metavar="N",
+                        help=f"class-balanced training images (default "
+                             f"{DEFAULTS['train_images']})")
+    parser.add_argument("--batch-size", type=cli._positive_int, default=DEFAULTS["batch_size"],
+                        metavar="N", help=f"default {DEFAULTS['batch_size']}")
+    parser.add_argument("--learning-rate", type=_positive_float,
+                        default=DEFAULTS["learning_rate"], metavar="LR",
+                        help=f"Adam learning rate (default {DEFAULTS['learning_rate']:g})")
+    parser.add_argument("--save-weights", metavar="PATH.weights.h5",
+                        help="also save the fine-tuned float Keras model's weights")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="then evaluate the .tflite on the dataset's test split (LiteRT)")
+    add_data_dir_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the spec as JSON")
+    parser.set_defaults(func=run_qat, parser=parser)
+    return parser
+
+
+def run_qat(args: argparse.Namespace) -> int:
+    """Handles `qat`: builds the model, fine-tunes and exports it, prints what was written."""
+    from lru_keras import cli, evaluate, tflite
+    from lru_keras.zoo import get_weights
+
+    if not (args.weights or args.weights_file):
+        args.parser.error("give a model: --weights NAME, or --weights-file PATH with the model "
+                          "arguments")
+    if args.save_weights and not args.save_weights.endswith(".weights.h5"):
+        args.parser.error(f"--save-weights must end in .weights.h5, got {args.save_weights!r}")
+    dataset = args.dataset
+    if args.weights:
+        entry_dataset = get_weights(args.weights).dataset
+        if dataset is not None and dataset != entry_dataset:
+            args.parser.error(f"--weights {args.weights} is a {entry_dataset} model; drop "
+                              f"--dataset {dataset}")
+        dataset = entry_dataset
+        model = cli._model(args, dataset=None)
+    else:
+        if dataset is None:
+            args.parser.error("--weights-file needs --dataset (the data to fine-tune on)")
+        model = cli._model(args, dataset=dataset)
+    spec, finetuned = tflite.quantize_aware(
+        model, dataset, args.output, epochs=args.epochs, train_images=args.train_images,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, data_dir=args.data_dir,
+        verbose=0 if args.json else 2)
+    if args.save_weights:
+        finetuned.save_weights(args.save_weights)
+    result = None
+    if args.evaluate:
+        result = tflite.evaluate(args.output, dataset, "test", data_dir=args.data_dir,
+                                 progress=not args.json)
+    if args.json:
+        print(json.dumps({**spec, "test": result}, indent=1, sort_keys=True))
+        return 0
+    qat = spec["qat"]
+    print(f"{args.output}: {spec['size_bytes'] / 1e6:.3f} MB, int8 (full integer), kernels "
+          f"shared; fine-tuned {qat['epochs']} epochs on {qat['train']} in "
+          f"{qat['seconds']:.0f} s")
+    if args.save_weights:
+        print(f"fine-tuned float weights: {args.save_weights}")
+    if result is not None:
+        print(evaluate.format_result(result))
+    return 0
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
