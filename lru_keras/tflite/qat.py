@@ -158,7 +158,8 @@ def network_description(model):
             "classes": int(model.outputs[0].shape[-1]),
             "stem_repeat": blocks[0].filters // stem_filters,
             "head_groups": int(model.get_layer("head_conv").groups),
-            "stages": stages, "input_scale": _input_scale(model)}
+            "dropout": float(model.get_layer("head_dropout").rate), "stages": stages,
+            "input_scale": _input_scale(model)}
 
 
 def export_constants(model):

@@ -300,6 +300,7 @@ class Builder:
             if stage["concat"]:
                 x = annotate(layers.Concatenate(name=f"{name}_concat"), MOVES_ONLY)([x, x])
         x = self.conv("head_conv", groups=job["head_groups"])(x)
+        x = layers.Dropout(job["dropout"], name="head_dropout")(x)
         x = self.conv("classifier_conv")(x)
         x = annotate(layers.GlobalAveragePooling2D(name="avg_pool"), OUTPUT_ONLY)(x)
         outputs = annotate(layers.Softmax(name="predictions"), MOVES_ONLY)(x)
@@ -421,9 +422,9 @@ class Distillation(tf_keras.Model):
     Fitting the labels of a few thousand images moved the float function itself: measured on
     14-LruNet-1x, 5,000 images x 2 epochs with Adam 1e-5 took the float accuracy from 89.34
     to 87.17 (int8 87.12). Against the teacher's outputs the fine-tune only has to undo what
-    the quantization changed. Labels are used for the reported accuracy only. The copy has
-    no dropout layer: dropping units in the student but not in the teacher would train the
-    student away from the teacher's function.
+    the quantization changed. Labels are used for the reported accuracy only. (The student
+    keeps the model's dropout: without it, and at half the learning rate, the int8 file came
+    out at 88.88 instead of 89.00.)
     """
 
     def __init__(self, student, teacher, **kwargs):
