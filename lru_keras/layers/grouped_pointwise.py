@@ -42,11 +42,22 @@ class GroupedPointwiseConv2D(keras.layers.Conv2D):
         if self.data_format != "channels_last":
             raise ValueError("GroupedPointwiseConv2D supports data_format='channels_last' only.")
 
-    def convolution_op(self, inputs, kernel):
-        # TensorFlow's CPU grouped conv has no float16 gradient: float16 takes the einsum.
+    def call(self, inputs, training=None):
+        # Conv2D's call, with `training` passed on: only training needs the gradient.
+        outputs = self.convolution_op(inputs, self.kernel, training=bool(training))
+        if self.use_bias:
+            outputs = ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, self.filters)))
+        if self.activation is not None:
+            return self.activation(outputs)
+        return outputs
+
+    def convolution_op(self, inputs, kernel, training=False):
+        """The grouped 1x1 conv. TensorFlow's own grouped conv (one CONV_2D in a .tflite)
+        unless a gradient will be needed (`training`) and TensorFlow has none for it here,
+        or the input is float16 (no CPU float16 gradient either): then the einsum."""
         dtype = keras.backend.standardize_dtype(inputs.dtype)
-        if keras.backend.backend() == "tensorflow" and dtype != "float16" and \
-                tensorflow_grouped_conv_trains():
+        if keras.backend.backend() == "tensorflow" and dtype != "float16" and (
+                not training or tensorflow_grouped_conv_trains()):
             import tensorflow as tf
 
             return tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")

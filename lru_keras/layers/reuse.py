@@ -97,7 +97,7 @@ class Reused(keras.layers.Layer):
         for i in range(self.times):
             y = x
             for j, layer in enumerate(self.reused_layers):
-                y = self.norm(i, j)(layer(y), training=training)
+                y = self.norm(i, j)(layer(y, training=training), training=training)
             if self.residual:
                 y = y + x
             x = self.activation(y)
@@ -254,7 +254,7 @@ class LRUBlock(Reused):
         update_moving_statistics(
             dw_norm, ops.take(mean, depthwise_position), ops.take(variance, depthwise_position)
         )
-        z = self.pointwise.convolution_op(d, ops.cast(pw, d.dtype))
+        z = self.pointwise.convolution_op(d, ops.cast(pw, d.dtype), training=True)
         z, mean, variance = normalize_batch(
             z, ops.take(pw_norm.gamma, inverse), ops.take(pw_norm.beta, inverse), pw_norm.epsilon
         )
