@@ -17,6 +17,7 @@ weights move between the two layers unchanged and outputs are identical.
 """
 
 import concurrent.futures
+import contextlib
 import functools
 
 import keras
@@ -42,26 +43,31 @@ class GroupedPointwiseConv2D(keras.layers.Conv2D):
         if self.data_format != "channels_last":
             raise ValueError("GroupedPointwiseConv2D supports data_format='channels_last' only.")
 
-    def call(self, inputs, training=None):
-        # Conv2D's call, with `training` passed on: only training needs the gradient.
-        outputs = self.convolution_op(inputs, self.kernel, training=bool(training))
-        if self.use_bias:
-            outputs = ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, self.filters)))
-        if self.activation is not None:
-            return self.activation(outputs)
-        return outputs
-
-    def convolution_op(self, inputs, kernel, training=False):
-        """The grouped 1x1 conv. TensorFlow's own grouped conv (one CONV_2D in a .tflite)
-        unless a gradient will be needed (`training`) and TensorFlow has none for it here,
-        or the input is float16 (no CPU float16 gradient either): then the einsum."""
+    def convolution_op(self, inputs, kernel, training=None):
+        """TensorFlow's own grouped conv where it has a gradient here, or while a model is
+        converted to .tflite (`for_export`: one CONV_2D); otherwise, and for float16 (no CPU
+        float16 gradient), the einsum. `training` is accepted for callers; unused."""
+        del training
         dtype = keras.backend.standardize_dtype(inputs.dtype)
         if keras.backend.backend() == "tensorflow" and dtype != "float16" and (
-                not training or tensorflow_grouped_conv_trains()):
+                _EXPORTING[0] or tensorflow_grouped_conv_trains()):
             import tensorflow as tf
 
             return tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
         return grouped_pointwise_einsum(inputs, kernel, self.groups)
+
+
+_EXPORTING = [False]
+
+
+@contextlib.contextmanager
+def for_export():
+    """Within it, grouped 1x1 convs trace as TensorFlow's grouped conv (no gradient needed)."""
+    _EXPORTING[0] = True
+    try:
+        yield
+    finally:
+        _EXPORTING[0] = False
 
 
 @functools.cache

@@ -46,7 +46,10 @@ def convert(model, quantization, images=None, ranges="mse"):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
 
-    concrete = convert_variables_to_constants_v2(function.get_concrete_function())
+    from lru_keras.layers.grouped_pointwise import for_export
+
+    with for_export():
+        concrete = convert_variables_to_constants_v2(function.get_concrete_function())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
