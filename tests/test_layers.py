@@ -246,7 +246,7 @@ def test_grouped_pointwise_gradients_equal_einsum_formulation(cifar10_images):
 TRAIN_ONE_STEP = """
 import numpy as np, keras
 from lru_keras.layers import GroupedPointwiseConv2D
-from lru_keras.layers.grouped_pointwise import tensorflow_grouped_conv_trains
+from lru_keras.layers.tensorflow_grouped_conv import tensorflow_grouped_conv_trains
 inputs = keras.Input((4, 4, 16))
 model = keras.Model(inputs, GroupedPointwiseConv2D(8, groups=8)(inputs))
 model.compile("sgd", "mse")

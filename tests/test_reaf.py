@@ -143,25 +143,45 @@ def test_output_group_l_sees_exactly_the_input_groups_of_E_l(implementation):
         assert responds.tolist() == expected, channel
 
 
-def test_grouped_tf_conv2d_is_exact_for_3x3_kernels_forward_and_gradients(features):
-    """stack.md: `tf.nn.conv2d` with a grouped kernel (the "gather" path on CPU) must match a
-    per-group reference in outputs and gradients for 3x3 kernels too, strides 1 and 2."""
-    x = tf.constant(features)
-    kernel = tf.constant(np.random.default_rng(0).normal(0, 0.1, size=(3, 3, 12, 16)),
-                         tf.float32)
-    for strides in (1, 2):
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch([x, kernel])
-            grouped = tf.nn.conv2d(x, kernel, strides, "SAME")
-            per_group = tf.concat([
-                tf.nn.conv2d(x[..., 12 * g:12 * (g + 1)], kernel[..., 4 * g:4 * (g + 1)],
-                             strides, "SAME") for g in range(4)], -1)
-            loss_grouped = tf.reduce_sum(grouped * tf.sin(grouped))
-            loss_reference = tf.reduce_sum(per_group * tf.sin(per_group))
-        np.testing.assert_allclose(grouped, per_group, rtol=1e-5, atol=1e-5)
-        for got, want in zip(tape.gradient(loss_grouped, [x, kernel]),
-                             tape.gradient(loss_reference, [x, kernel])):
-            assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+GROUPED_CONV_CHECK = """
+import sys
+import numpy as np
+import tensorflow as tf
+
+x = tf.constant(np.load(sys.argv[1]))
+kernel = tf.constant(np.random.default_rng(0).normal(0, 0.1, size=(3, 3, 12, 16)), tf.float32)
+for strides in (1, 2):
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel])
+        grouped = tf.nn.conv2d(x, kernel, strides, "SAME")
+        per_group = tf.concat([
+            tf.nn.conv2d(x[..., 12 * g:12 * (g + 1)], kernel[..., 4 * g:4 * (g + 1)],
+                         strides, "SAME") for g in range(4)], -1)
+        loss_grouped = tf.reduce_sum(grouped * tf.sin(grouped))
+        loss_reference = tf.reduce_sum(per_group * tf.sin(per_group))
+    np.testing.assert_allclose(grouped, per_group, rtol=1e-5, atol=1e-5)
+    for got, want in zip(tape.gradient(loss_grouped, [x, kernel]),
+                         tape.gradient(loss_reference, [x, kernel])):
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+print("exact")
+"""
+
+
+def test_grouped_tf_conv2d_with_onednn_is_exact_for_3x3_kernels_forward_and_gradients(
+        features, tmp_path):
+    """stack.md: `tf.nn.conv2d` with a grouped kernel (the "gather" path) must match a
+    per-group reference in outputs and gradients for 3x3 kernels too, strides 1 and 2, with
+    oneDNN on (TF_ENABLE_ONEDNN_OPTS=1: TensorFlow leaves it off on CPUs without AVX-512)."""
+    import os
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "features.npy", features)
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", GROUPED_CONV_CHECK,
+                             str(tmp_path / "features.npy")],
+                            env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.split()[-1:] == ["exact"], result.stderr
 
 
 @pytest.mark.parametrize("groups", [(4, 3, 4), (4, 1, 4), (5, 2, 10)])

@@ -7,21 +7,17 @@ grouped kernel runs through oneDNN and its gradients equal those of the einsum f
 (tests/test_layers.py checks both). Measured per call at batch 128 (forward + backward), it
 was the fastest of einsum, batched matmul and block-diagonal matmul for 3 of the 4 LruNet
 stages. Other backends use an einsum over (pixels, groups, channels-per-group), and so does
-TensorFlow where its grouped conv has no CPU gradient: without oneDNN (TensorFlow leaves it off
-on CPUs without AVX-512, e.g. AMD EPYC, unless TF_ENABLE_ONEDNN_OPTS=1) the backward pass
-raises "Gradients for grouped convolutions are not supported on CPU"; one tiny probe per
-process decides (`tensorflow_grouped_conv_trains`).
+TensorFlow where its grouped conv has no CPU gradient (without oneDNN, for float16; see
+tensorflow_grouped_conv.py).
 
 The kernel keeps `keras.layers.Conv2D`'s layout, (1, 1, in_channels // groups, filters), so
 weights move between the two layers unchanged and outputs are identical.
 """
 
-import concurrent.futures
-import contextlib
-import functools
-
 import keras
 from keras import ops
+
+from lru_keras.layers.tensorflow_grouped_conv import use_tensorflow_grouped_conv
 
 
 @keras.saving.register_keras_serializable(package="lru_keras")
@@ -43,57 +39,14 @@ class GroupedPointwiseConv2D(keras.layers.Conv2D):
         if self.data_format != "channels_last":
             raise ValueError("GroupedPointwiseConv2D supports data_format='channels_last' only.")
 
-    def convolution_op(self, inputs, kernel, training=None):
+    def convolution_op(self, inputs, kernel):
         """TensorFlow's own grouped conv where it has a gradient here, or while a model is
-        converted to .tflite (`for_export`: one CONV_2D); otherwise, and for float16 (no CPU
-        float16 gradient), the einsum. `training` is accepted for callers; unused."""
-        del training
-        dtype = keras.backend.standardize_dtype(inputs.dtype)
-        if keras.backend.backend() == "tensorflow" and dtype != "float16" and (
-                _EXPORTING[0] or tensorflow_grouped_conv_trains()):
+        converted to .tflite (one CONV_2D); otherwise, and for float16, the einsum."""
+        if use_tensorflow_grouped_conv(inputs.dtype):
             import tensorflow as tf
 
             return tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
         return grouped_pointwise_einsum(inputs, kernel, self.groups)
-
-
-_EXPORTING = [False]
-
-
-@contextlib.contextmanager
-def for_export():
-    """Within it, grouped 1x1 convs trace as TensorFlow's grouped conv (no gradient needed)."""
-    _EXPORTING[0] = True
-    try:
-        yield
-    finally:
-        _EXPORTING[0] = False
-
-
-@functools.cache
-def tensorflow_grouped_conv_trains():
-    """Whether TensorFlow computes the gradient of a grouped conv here (once per process).
-
-    The probe runs in a thread of its own: TensorFlow's execution context is per thread, so
-    it runs eagerly even when first asked while a model is being traced (`tf.init_scope`
-    would also stop the gradient tape).
-    """
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(_grouped_conv_gradient_probe).result()
-
-
-def _grouped_conv_gradient_probe():
-    import tensorflow as tf
-
-    inputs = tf.ones((1, 2, 2, 4))  # 4 channels, 2 groups
-    kernel = tf.Variable(tf.ones((1, 1, 2, 2)))
-    try:
-        with tf.GradientTape() as tape:
-            outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
-        tape.gradient(outputs, kernel).numpy()
-    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
-        return False
-    return True
 
 
 def grouped_pointwise_einsum(inputs, kernel, groups):

@@ -36,11 +36,12 @@ cores, batch 64, forward + backward: 4-3-4 72->72 at 32x32 172 ms masked vs 248 
 `keras.layers.Conv2D(groups=32)`.
 
 On the TensorFlow backend the grouped convolution calls `tf.nn.conv2d` with the grouped
-kernel: on x86 CPUs it runs through oneDNN and matches the per-group reference in outputs
-and gradients for 1x1 and 3x3 kernels, strides 1 and 2 (checked in tests/test_reaf.py).
-Keras's own `Conv2D(groups>1)` avoids it on CPU and compiles a nested XLA function that is
-10-400x slower (../shared/notes/stack.md). Where oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0,
-non-x86) and on other backends `keras.ops.conv` is used. Both paths export to TFLite with
+kernel: with oneDNN it matches the per-group reference in outputs and gradients for 1x1 and
+3x3 kernels, strides 1 and 2 (checked in tests/test_reaf.py). Keras's own `Conv2D(groups>1)`
+avoids it on CPU and compiles a nested XLA function that is 10-400x slower
+(../shared/notes/stack.md). Where TensorFlow's grouped conv has no gradient (oneDNN off, as
+TensorFlow leaves it on CPUs without AVX-512; float16) and on other backends `keras.ops.conv`
+is used (see tensorflow_grouped_conv.py). Both paths export to TFLite with
 builtin ops only: GATHER + CONV_2D, or CONV_2D with the masked kernel folded into a constant.
 
 REAF+ (Eq. 8)
@@ -57,14 +58,13 @@ parameters and no multiply-accumulates to the conv.
 
 import itertools
 import math
-import os
-import platform
 
 import keras
 import numpy as np
 from keras import ops
 
 from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
+from lru_keras.layers.tensorflow_grouped_conv import use_tensorflow_grouped_conv
 from lru_keras.layers.validation import require_choice, require_positive_int
 
 IMPLEMENTATIONS = ("auto", "gather", "masked")
@@ -136,15 +136,6 @@ def choose_implementation(groups):
     """The "auto" choice for a configuration (see the module docstring)."""
     g_i, g_m, g_o = groups
     return "gather" if g_o * g_m * g_m < g_i * g_i else "masked"
-
-
-def _onednn_grouped_conv_available():
-    # oneDNN is TF's default CPU path on x86-64 only; without it TF's CPU Conv2D rejects
-    # grouped kernels ("Grouped convolution is not supported on CPU").
-    return (
-        os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
-        and platform.machine().lower() in ("x86_64", "amd64")
-    )
 
 
 @keras.saving.register_keras_serializable(package="lru_keras")
@@ -280,10 +271,7 @@ class REAFConv2D(keras.layers.Layer):
         return outputs
 
     def _grouped_conv(self, x, kernel):
-        if (
-            self.groups[2] > 1 and keras.backend.backend() == "tensorflow"
-            and _onednn_grouped_conv_available()
-        ):
+        if self.groups[2] > 1 and use_tensorflow_grouped_conv(x.dtype):
             import tensorflow as tf
 
             return tf.nn.conv2d(x, kernel, strides=(1, *self.strides, 1),

@@ -254,7 +254,7 @@ class LRUBlock(Reused):
         update_moving_statistics(
             dw_norm, ops.take(mean, depthwise_position), ops.take(variance, depthwise_position)
         )
-        z = self.pointwise.convolution_op(d, ops.cast(pw, d.dtype), training=True)
+        z = self.pointwise.convolution_op(d, ops.cast(pw, d.dtype))
         z, mean, variance = normalize_batch(
             z, ops.take(pw_norm.gamma, inverse), ops.take(pw_norm.beta, inverse), pw_norm.epsilon
         )

@@ -46,7 +46,7 @@ def convert(model, quantization, images=None, ranges="mse"):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
 
-    from lru_keras.layers.grouped_pointwise import for_export
+    from lru_keras.layers.tensorflow_grouped_conv import for_export
 
     with for_export():
         concrete = convert_variables_to_constants_v2(function.get_concrete_function())
