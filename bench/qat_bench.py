@@ -53,6 +53,7 @@ def main():
                      "size_bytes": spec["size_bytes"],
                      "int8_accuracy": int8_accuracy(path),
                      "float_accuracy": float_accuracy})
+        write_results(args.out, float_accuracy, rows)
         for images, epochs in args.recipe:
             path = Path(folder) / f"qat_{images}x{epochs}.tflite"
             spec, finetuned = tflite.quantize_aware(
@@ -66,13 +67,20 @@ def main():
                 "float_accuracy": evaluate.evaluate_dataset(
                     finetuned, "cifar10", "test", progress=False)["accuracy"]})
             print(json.dumps(rows[-1]), flush=True)
+            write_results(args.out, float_accuracy, rows)  # a long run keeps what it measured
+    print((args.out / "qat_bench.md").read_text())
+
+
+def write_results(out, float_accuracy, rows):
+    """bench/results/qat_bench.json and .md with the rows measured so far."""
     for row in rows:
         row["gap_to_published_float"] = round(float_accuracy - row["int8_accuracy"], 2)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     result = {"model": "14-LruNet-1x (CIFAR-10, published weights)",
               "published_float_accuracy": float_accuracy, "machine": platform.platform(),
+              "processor": platform.processor() or platform.machine(),
               "date": time.strftime("%Y-%m-%d"), "results": rows}
-    (args.out / "qat_bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "qat_bench.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"14-LruNet-1x, CIFAR-10 test set (10,000 images); Keras float (published weights) "
              f"{float_accuracy:.2f}%.", "",
              "| method | fine-tune time (s) | size (MB) | float after fine-tune | int8 .tflite "
@@ -81,8 +89,7 @@ def main():
         lines.append(f"| {row['method']} | {row['seconds']:.0f} | {row['size_bytes'] / 1e6:.3f} | "
                      f"{row['float_accuracy']:.2f} | {row['int8_accuracy']:.2f} | "
                      f"{row['gap_to_published_float']:.2f} |")
-    (args.out / "qat_bench.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    (out / "qat_bench.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
