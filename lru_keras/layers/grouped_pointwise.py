@@ -22,7 +22,8 @@ from lru_keras.layers.tensorflow_grouped_conv import use_tensorflow_grouped_conv
 
 @keras.saving.register_keras_serializable(package="lru_keras")
 class GroupedPointwiseConv2D(keras.layers.Conv2D):
-    """`Conv2D(filters, 1, groups=groups)` computed as reshape + einsum.
+    """`Conv2D(filters, 1, groups=groups)`, fast on CPU: TensorFlow's grouped conv where it
+    trains, else a reshape + einsum (same outputs and gradients).
 
     Accepts every `Conv2D` argument; `kernel_size` must be 1 and `strides`/`dilation_rate`
     1, since only then is a grouped conv a per-pixel matrix product.

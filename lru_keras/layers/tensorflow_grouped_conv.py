@@ -4,7 +4,7 @@ in_channels // groups input channels), and when it must not.
 TensorFlow's grouped conv is fast on CPU and converts to one TFLite CONV_2D, but its gradient
 exists on CPU only through oneDNN. TensorFlow leaves oneDNN off on CPUs without AVX-512 (e.g.
 AMD EPYC) unless TF_ENABLE_ONEDNN_OPTS=1; there the backward pass raises "Gradients for
-grouped convolutions are not supported on CPU". It has no CPU float16 kernel either. One tiny
+grouped convolutions are not supported on CPU"; nor has it a CPU float16 gradient. One tiny
 probe per process decides (`tensorflow_grouped_conv_trains`); while a model is converted to
 .tflite (`for_export`) no gradient is needed, so the grouped conv is always used there.
 """

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from lru_keras.layers.tensorflow_grouped_conv import for_export
 from lru_keras.tflite.graph import UnsupportedModelError
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -45,8 +46,6 @@ def convert(model, quantization, images=None, ranges="mse"):
                            input_signature=[tf.TensorSpec([None, *shape], tf.float32, "image")])
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
-
-    from lru_keras.layers.tensorflow_grouped_conv import for_export
 
     with for_export():
         concrete = convert_variables_to_constants_v2(function.get_concrete_function())
