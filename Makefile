@@ -24,7 +24,7 @@ data: $(VENV)/.installed
 	else echo "no $(SHARED)/data: skipping dataset import (tests that need it will say so)"; fi
 
 test: $(VENV)/.installed data
-	$(PY) -m pytest -ra tests
+	$(PY) -m pytest -ra --durations=30 tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/keras_throughput.py

@@ -7,7 +7,7 @@ post-training int8 file (`lru_keras.tflite.export(..., "int8")`), and for each Q
 (int8 files with LiteRT's interpreter). Reports the gap of each int8 file to float.
 
 Writes bench/results/qat_bench.json and .md. Needs `make data`. Usage:
-    python bench/qat_bench.py [--recipe 5000x2 20000x3 ...] [--learning-rate 1e-5]
+    python bench/qat_bench.py [--recipe 5000x2 20000x3 ...] [--learning-rate 3e-5]
 """
 
 import argparse
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from lru_keras import evaluate, tflite
+from lru_keras.tflite.qat import DEFAULTS
 from lru_keras.zoo import LruNet
 
 
@@ -37,7 +38,7 @@ def int8_accuracy(path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", type=recipe, nargs="+", default=[(5000, 2), (20000, 3)])
-    parser.add_argument("--learning-rate", type=float, default=1e-5)
+    parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 

@@ -2,8 +2,8 @@
 
 The QAT machinery (tf_keras + tensorflow-model-optimization) runs in a child process; these
 tests check that weights cross over exactly, that this process is left alone, that the file
-is full integer with each shared kernel stored once, and (slow) that the fine-tuned
-14-LruNet-1x int8 file scores what its fine-tuned float model scores on the full CIFAR-10
+is full integer with each shared kernel stored once, and (slow, issue 8's acceptance) that
+the fine-tuned 14-LruNet-1x int8 file beats the post-training int8 file on the full CIFAR-10
 test set.
 """
 
@@ -172,19 +172,26 @@ def test_cli_qat_bad_arguments_exit_2_naming_the_argument(argv, words, capsys, t
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
-def test_qat_lrunet14_int8_file_matches_its_fine_tuned_float_model(tmp_path):
-    """The default short QAT fine-tune of the published 14-LruNet-1x (5,000 CIFAR-10 training
-    images, 2 epochs): a full-integer file, kernels shared, whose test accuracy is close to
-    that of the fine-tuned float model it came from.
+SHIPPED_MANIFEST = Path(__file__).resolve().parents[1] / "tflite" / "manifest.json"
 
-    Issue 8 asks >= 89.1% and more than the post-training int8 file (89.01, 0.33 below its
-    float model). Measured with these defaults (fine-tuned float 89.04 both times): int8 89.00
-    (commit 38fdf83, grouped 1x1 conv exported as an einsum) and 88.82 (since c0c4276: one
-    CONV_2D; reruns give the same). Not reached (issue open). This guards what is reached,
-    with room for other machines and settings:
-    >= 88.6 and within 0.3 of its float model (a QAT that trains against wrong ranges, or
-    fits the labels of 5,000 images, lands at 10-87%).
+
+def _post_training_int8_accuracy(weights):
+    """The recorded full-test accuracy of the shipped post-training int8 file of `weights`
+    (tests/test_tflite.py re-measures it within 0.02)."""
+    rows = json.loads(SHIPPED_MANIFEST.read_text())["models"]
+    return next(row["accuracy"] for row in rows
+                if row["weights"] == weights and row["quantization"] == "int8")
+
+
+@pytest.mark.slow
+def test_qat_lrunet14_int8_file_beats_post_training_int8(tmp_path):
+    """Issue 8's acceptance: the default short QAT fine-tune of the published 14-LruNet-1x
+    (5,000 CIFAR-10 training images, 2 epochs) gives a full-integer file, kernels shared,
+    whose full test accuracy is >= 89.1% and above the post-training int8 file's (89.01),
+    and close to that of the fine-tuned float model it came from.
+
+    Measured with these defaults (reruns give the same numbers): int8 89.10, its float model
+    89.09 (float before: 89.34).
     """
     if data.prepared_counts("cifar10") is None:
         pytest.skip("CIFAR-10 is not prepared in TFDS (run `make data`)")
@@ -201,6 +208,9 @@ def test_qat_lrunet14_int8_file_matches_its_fine_tuned_float_model(tmp_path):
     assert result["images"] == 10_000
     float_accuracy = evaluate.evaluate_dataset(finetuned, "cifar10", "test",
                                                progress=False)["accuracy"]
-    print(f"QAT int8 {result['accuracy']:.2f}, its float model {float_accuracy:.2f}")
-    assert result["accuracy"] >= 88.6, result
+    post_training = _post_training_int8_accuracy("lrunet14_1x.cifar10")
+    print(f"QAT int8 {result['accuracy']:.2f}, its float model {float_accuracy:.2f}, "
+          f"post-training int8 {post_training:.2f}")
+    assert result["accuracy"] >= 89.1 - 1e-9, result
+    assert result["accuracy"] > post_training, (result, post_training)
     assert abs(result["accuracy"] - float_accuracy) <= 0.3, (result, float_accuracy)

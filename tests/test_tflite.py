@@ -514,6 +514,16 @@ def test_shipped_int8_file_is_what_the_script_produces(row, tmp_path):
     assert fresh == shipped
 
 
+@pytest.mark.parametrize("file", ["lrunet14_1x.cifar10.int8.tflite",
+                                  "lrunet14_1x.cifar10.float16.tflite"])
+def test_interpreter_threads_do_not_change_the_scores(file, cifar10_images):
+    """`evaluate` runs on every core by default: that must score exactly as one thread."""
+    images = cifar10_images[0].astype(np.float32)
+    one = tflite.TFLiteClassifier(SHIPPED / file, num_threads=1, batch_size=len(images))
+    two = tflite.TFLiteClassifier(SHIPPED / file, num_threads=2, batch_size=len(images))
+    np.testing.assert_array_equal(one.predict(images), two.predict(images))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("row", _shipped_rows(), ids=lambda r: r["file"])
 def test_shipped_file_reaches_its_recorded_accuracy(row):

@@ -45,7 +45,7 @@ from lru_keras.tflite.export import (  # the export's own argument checks
 from lru_keras.tflite.graph import UnsupportedModelError
 
 WORKER = Path(__file__).with_name("qat_worker.py")
-DEFAULTS = {"epochs": 2, "train_images": 5000, "batch_size": 64, "learning_rate": 1e-5,
+DEFAULTS = {"epochs": 2, "train_images": 5000, "batch_size": 64, "learning_rate": 3e-5,
             "seed": 0}
 TRANSFER_CHECK_IMAGES = 16
 TRANSFER_TOLERANCE = 1e-4  # max |difference| of the float softmax outputs

@@ -115,9 +115,11 @@ def evaluate(path, dataset, split="test", *, batch_size=100, limit=None, num_thr
     Raises ValueError if the model's input shape or class count does not fit the dataset,
     `lru_keras.data.DatasetNotAvailableError` if the split is not prepared. Returns {model,
     dataset, split, images, correct, accuracy (percent), seconds, images_per_second,
-    quantization}, like `lru_keras.evaluate.evaluate_dataset`.
+    quantization}, like `lru_keras.evaluate.evaluate_dataset`. `num_threads` None: one
+    interpreter thread per core this process may use (scoring a test set is throughput work;
+    the int8 and float kernels give the same scores with any thread count).
     """
-    classifier = TFLiteClassifier(path, num_threads=num_threads, xnnpack=xnnpack,
+    classifier = TFLiteClassifier(path, num_threads=_all_cores(num_threads), xnnpack=xnnpack,
                                   batch_size=_positive("batch_size", batch_size))
     spec = data.info(dataset)
     classifier.check_images(spec.image_shape, dataset)
@@ -130,8 +132,9 @@ def evaluate(path, dataset, split="test", *, batch_size=100, limit=None, num_thr
 
 def evaluate_arrays(path, images, labels, *, dataset="arrays", split="given", batch_size=100,
                     num_threads=None, xnnpack=True, progress=True):
-    """Top-1 accuracy of a .tflite classifier on in-memory images (pixels 0..255) and labels."""
-    classifier = TFLiteClassifier(path, num_threads=num_threads, xnnpack=xnnpack,
+    """Top-1 accuracy of a .tflite classifier on in-memory images (pixels 0..255) and labels
+    (`num_threads` None: every core, as `evaluate`)."""
+    classifier = TFLiteClassifier(path, num_threads=_all_cores(num_threads), xnnpack=xnnpack,
                                   batch_size=_positive("batch_size", batch_size))
     images, labels = np.asarray(images), np.asarray(labels)
     classifier.check_images(images.shape[1:], dataset)
@@ -140,6 +143,10 @@ def evaluate_arrays(path, images, labels, *, dataset="arrays", split="given", ba
     batches = ((images[i:i + batch_size], labels[i:i + batch_size])
                for i in range(0, len(labels), batch_size))
     return _run(classifier, batches, len(labels), dataset, split, progress)
+
+
+def _all_cores(num_threads):
+    return len(os.sched_getaffinity(0)) if num_threads is None else num_threads
 
 
 def _run(classifier, batches, total, dataset, split, progress):
