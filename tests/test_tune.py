@@ -225,6 +225,39 @@ def _cli_args(project, fashion_dir, *extra):
             "--json", *extra]
 
 
+def test_tuner_state_files_are_replaced_whole_during_a_search(tmp_path, monkeypatch):
+    """KerasTuner writes trial.json, oracle.json and tuner0.json in place: a kill mid-write
+    once left an empty tuner0.json that the resuming command could not read. Within
+    `atomic_state_files` (what `search` runs in) a save killed before its rename leaves the
+    previous file whole, a finished save reloads, and afterwards KerasTuner's own save is
+    back."""
+    import keras_tuner
+    from keras_tuner.src.engine import stateful
+    from keras_tuner.src.engine import trial as trial_module
+
+    from lru_keras.train import run_dir
+
+    in_place = stateful.Stateful.save
+    path = tmp_path / "trial.json"
+    hyperparameters = keras_tuner.HyperParameters()
+    hyperparameters.Fixed("reuse", 4)
+    trial = trial_module.Trial(hyperparameters, trial_id="3", status="COMPLETED")
+    with tune_run.atomic_state_files():
+        trial.save(str(path))
+        assert trial_module.Trial.load(str(path)).hyperparameters.get("reuse") == 4
+        before = path.read_bytes()
+
+        def killed(temporary, target):
+            raise KeyboardInterrupt  # the process dies between writing and renaming
+
+        monkeypatch.setattr(run_dir, "_publish_file", killed)
+        trial.hyperparameters.Fixed("width", 0.5)
+        with pytest.raises(KeyboardInterrupt):
+            trial.save(str(path))
+        assert path.read_bytes() == before
+    assert stateful.Stateful.save is in_place
+
+
 def test_interrupted_search_resumes_without_redoing_finished_trials(fashion_dir, tmp_path,
                                                                    capsys):
     project = tmp_path / "p"

@@ -24,10 +24,11 @@ a per-channel multiply (`ChannelScale`) and add (`ChannelOffset`) of its own. tf
   would train against ranges that clip the 0..255 input and most activations.)
 
 `fit` then fine-tunes the float weights through these fake quantizations (straight-through
-gradients) towards the float model's pre-softmax class scores (`Distillation`). The child writes `float_outputs.npy` (before training: checks the weight
-transfer), `finetuned.npz` (the trained constants, same keys as constants.npz) and
-`history.json`; the parent puts the constants back into its Keras 3 model and exports the
-int8 .tflite with `lru_keras.tflite.export`.
+gradients) towards the float model's pre-softmax class scores (`Distillation`). The child
+writes `float_outputs.npy` (before training: checks the weight transfer), `finetuned.npz`
+(the trained constants, same keys as constants.npz) and `history.json`; the parent puts the
+constants back into its Keras 3 model and exports the int8 .tflite with
+`lru_keras.tflite.export`.
 """
 
 import argparse

@@ -264,13 +264,14 @@ def search(config: SearchConfig | None = None, *, overwrite: bool = False,
         return measure(model, config.budget, workdir=workdir, calibration_images=calibration,
                        dataset=config.dataset, data_dir=config.data_dir)
 
-    tuner = make_tuner(config, hypermodel, measure_trial, project, overwrite)
-    if this_role != "worker":
-        run_dir.write_json(project / SEARCH_FILE, {"identity": expected,
-                                                   "config": config.to_dict()})
-    with _quiet_optimizer_reload():
-        tuner.search(train_data, validation_data=validation_data, epochs=training.epochs,
-                     shuffle=False, verbose=config.verbose)  # the pipeline shuffles (seeded)
+    with atomic_state_files():
+        tuner = make_tuner(config, hypermodel, measure_trial, project, overwrite)
+        if this_role != "worker":
+            run_dir.write_json(project / SEARCH_FILE, {"identity": expected,
+                                                       "config": config.to_dict()})
+        with _quiet_optimizer_reload():
+            tuner.search(train_data, validation_data=validation_data, epochs=training.epochs,
+                         shuffle=False, verbose=config.verbose)  # the pipeline shuffles
     result = SearchResult(project_dir=str(project), role=this_role,
                           trials_run=list(tuner.trials_run))
     if this_role != "worker":
@@ -415,6 +416,31 @@ class BudgetedBayesianOptimization(_BudgetedTuner, keras_tuner.BayesianOptimizat
 
 class BudgetedHyperband(_BudgetedTuner, keras_tuner.Hyperband):
     """`keras_tuner.Hyperband` with device budgets and loud failures."""
+
+
+@contextlib.contextmanager
+def atomic_state_files():
+    """Within it, KerasTuner's state files (tuner0.json, oracle.json, trial_*/trial.json) are
+    written atomically (`run_dir.write_json`: a temporary file renamed over the target).
+
+    KerasTuner writes them in place, so a search killed mid-write left an empty tuner0.json
+    and the same command could not resume ("Expecting value: line 1 column 1"). All three
+    are `Stateful.save`, replaced here while a search runs and restored afterwards.
+    """
+    from keras_tuner.src.engine import stateful
+
+    in_place = stateful.Stateful.save
+
+    def save(self, fname):
+        state = self.get_state()
+        run_dir.write_json(fname, state)
+        return json.dumps(state)  # what Stateful.save returns
+
+    stateful.Stateful.save = save
+    try:
+        yield
+    finally:
+        stateful.Stateful.save = in_place
 
 
 @contextlib.contextmanager
