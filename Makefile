@@ -15,8 +15,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $@
 
+# oneDNN on unless the caller says TF_ENABLE_ONEDNN_OPTS=0: TensorFlow leaves it off on CPUs
+# without AVX-512, where 14-LruNet-1x then runs ~2.8x slower (README, "Benchmarks").
 demo: $(VENV)/.installed
-	$(PY) -m lru_keras.demo
+	TF_ENABLE_ONEDNN_OPTS=$${TF_ENABLE_ONEDNN_OPTS:-1} $(PY) -m lru_keras.demo
 
 # Import ../shared/data into TFDS's prepared format (offline), once.
 data: $(VENV)/.installed

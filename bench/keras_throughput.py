@@ -4,13 +4,18 @@ Measures, for N = 1 and 14:
 - inference images/s at batch 256 (`model.predict_on_batch`, compiled, training=False);
 - training images/s of `model.fit` at batch 128 (SGD momentum, in-memory batches, so the
   figure is the model's, not the input pipeline's);
-for two formulations in the SAME run, so machine noise affects both alike:
-- "fast": lru_keras as shipped (oneDNN grouped 1x1 conv, per-copy multiplier-1 depthwise,
-  transpose shuffle on a tracked channel layout, fused BatchNorm, folded BN in inference);
-- "literal": the same weights through `Reused.call`, the paper's block written op by op.
+for two formulations, so machine noise affects both alike:
+- "fast": lru_keras as shipped (grouped 1x1 conv through TensorFlow's conv where it trains,
+  per-copy multiplier-1 depthwise, transpose shuffle on a tracked channel layout, fused
+  BatchNorm, folded BN in inference);
+- "literal": the same weights through `Reused.call`, the paper's block written op by op;
+and for both oneDNN settings (TF_ENABLE_ONEDNN_OPTS=0 and 1; TensorFlow turns oneDNN on by
+itself only on CPUs with AVX-512), each in a child process of this run, since the setting is
+read once when TensorFlow starts. For 14-LruNet-1x "fast" it also profiles one inference batch
+and one training step (TensorFlow profiler) and reports each op type's share of the op time.
 
 Writes bench/results/keras_throughput.json and .md. Usage:
-    python bench/keras_throughput.py [--reuse 1 14] [--repeats 3] [--out bench/results]
+    python bench/keras_throughput.py [--reuse 1 14] [--repeats 3] [--onednn 0 1] [--out DIR]
 """
 
 import argparse
@@ -18,6 +23,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,7 +64,7 @@ def images_per_second(run, images, repeats):
     return statistics.median(rates), rates
 
 
-def measure(model, repeats, infer_batch=256, train_batch=128, train_steps=8):
+def measure(model, repeats, infer_batch=256, train_batch=128, train_steps=4):
     rng = np.random.default_rng(0)
     x_infer = rng.integers(0, 256, (infer_batch, 32, 32, 3)).astype("float32")
     n_train = train_batch * train_steps
@@ -80,36 +87,123 @@ def measure(model, repeats, infer_batch=256, train_batch=128, train_steps=8):
             "inference_batch": infer_batch, "train_batch": train_batch}
 
 
+def op_time_shares(run):
+    """Share of the op time per TensorFlow op type in one call of `run` (profiler trace).
+
+    Sums the ops' durations on TensorFlow's compute threads; ops overlap on the two cores, so
+    the shares say where the work goes, not a wall-clock split.
+    """
+    import tempfile
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as trace_dir:
+        tf.profiler.experimental.start(trace_dir)
+        run()
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(next(Path(trace_dir).rglob("*.xplane.pb")).read_bytes())
+    durations = {}
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                op_type = names.get(event.metadata_id, "?").rpartition(":")[2]
+                if op_type not in ("Process", "ExecutorDoneCallback"):  # wrappers, not ops
+                    durations[op_type] = durations.get(op_type, 0.0) + event.duration_ps
+    total = sum(durations.values()) or 1.0
+    shares = sorted(((op, 100 * d / total) for op, d in durations.items()), key=lambda r: -r[1])
+    return {op: round(share, 1) for op, share in shares if share >= 1.0}
+
+
+def profile(model, infer_batch=256, train_batch=128):
+    """Op-type shares of one inference batch and one training step of a compiled `model`."""
+    rng = np.random.default_rng(1)
+    x_infer = rng.integers(0, 256, (infer_batch, 32, 32, 3)).astype("float32")
+    x_train = rng.integers(0, 256, (train_batch, 32, 32, 3)).astype("float32")
+    y_train = rng.integers(0, 10, train_batch)
+    return {
+        "inference": op_time_shares(lambda: model.predict_on_batch(x_infer)),
+        "training_step": op_time_shares(lambda: model.train_on_batch(x_train, y_train)),
+    }
+
+
+def measure_this_process(reuses, repeats):
+    """Every row for this process's oneDNN setting (the child side of `main`)."""
+    rows = []
+    for reuse in reuses:
+        fast = LruNet(reuse=reuse, width=1.0, weights=None)
+        for formulation, model in (("fast", fast), ("literal", literal_copy(fast))):
+            row = {"model": f"{reuse}-LruNet-1x", "reuse": reuse, "formulation": formulation,
+                   "onednn": os.environ["TF_ENABLE_ONEDNN_OPTS"], **measure(model, repeats)}
+            if reuse == 14 and formulation == "fast":
+                row["op_time_shares_percent"] = profile(model)
+            rows.append(row)
+            print(f"{row['model']:>14} {formulation:>8} oneDNN {row['onednn']}: inference "
+                  f"{row['inference_images_per_s']:7.1f} img/s, training "
+                  f"{row['train_images_per_s']:6.1f} img/s", file=sys.stderr, flush=True)
+    return rows
+
+
+def run_child(onednn, reuses, repeats):
+    """This script in a child process with TF_ENABLE_ONEDNN_OPTS=`onednn`; its rows."""
+    command = [sys.executable, __file__, "--child", "--reuse", *map(str, reuses),
+               "--repeats", str(repeats)]
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
+    result = subprocess.run(command, env=environment, stdout=subprocess.PIPE, text=True,
+                            check=True)
+    return json.loads(result.stdout)
+
+
+def write_report(results, out):
+    report = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "cpu": _cpu_model(), "keras": keras.__version__,
+                    "backend": keras.backend.backend()},
+        "goals_14_lrunet_1x": {"inference_images_per_s": 400, "train_images_per_s": 150},
+        "results": results,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "keras_throughput.json").write_text(json.dumps(report, indent=1) + "\n")
+    lines = ["| model | formulation | oneDNN | inference img/s (batch 256) | "
+             "training img/s (batch 128) |", "|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['formulation']} | {'on' if r['onednn'] == '1' else 'off'} | "
+              f"{r['inference_images_per_s']:.1f} | {r['train_images_per_s']:.1f} |"
+              for r in results]
+    for r in results:
+        for phase, shares in r.get("op_time_shares_percent", {}).items():
+            listed = ", ".join(f"{op} {share}%" for op, share in shares.items())
+            lines.append(f"\n{r['model']} {r['formulation']}, oneDNN "
+                         f"{'on' if r['onednn'] == '1' else 'off'}, {phase}: {listed}")
+    (out / "keras_throughput.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _cpu_model():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reuse", type=int, nargs="+", default=[1, 14])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--onednn", nargs="+", choices=["0", "1"], default=["0", "1"],
+                        help="TF_ENABLE_ONEDNN_OPTS values to measure, each in a child process")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    results = []
-    for reuse in args.reuse:
-        fast = LruNet(reuse=reuse, width=1.0, weights=None)
-        for formulation, model in (("fast", fast), ("literal", literal_copy(fast))):
-            row = {"model": f"{reuse}-LruNet-1x", "reuse": reuse, "formulation": formulation,
-                   **measure(model, args.repeats)}
-            results.append(row)
-            print(f"{row['model']:>14} {formulation:>8}: inference "
-                  f"{row['inference_images_per_s']:7.1f} img/s, training "
-                  f"{row['train_images_per_s']:6.1f} img/s", flush=True)
-    report = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "keras": keras.__version__, "backend": keras.backend.backend()},
-        "goals_14_lrunet_1x": {"inference_images_per_s": 400, "train_images_per_s": 150},
-        "results": results,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "keras_throughput.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = ["| model | formulation | inference img/s (batch 256) | training img/s (batch 128) |",
-             "|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['formulation']} | {r['inference_images_per_s']:.1f} | "
-              f"{r['train_images_per_s']:.1f} |" for r in results]
-    (args.out / "keras_throughput.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if args.child:
+        print(json.dumps(measure_this_process(args.reuse, args.repeats)))
+        return
+    results = [row for onednn in args.onednn
+               for row in run_child(onednn, args.reuse, args.repeats)]
+    write_report(results, args.out)
 
 
 if __name__ == "__main__":
