@@ -4,14 +4,15 @@ Measures, for N = 1 and 14:
 - inference images/s at batch 256 (`model.predict_on_batch`, compiled, training=False);
 - training images/s of `model.fit` at batch 128 (SGD momentum, in-memory batches, so the
   figure is the model's, not the input pipeline's);
-for two formulations, so machine noise affects both alike:
-- "fast": lru_keras as shipped (grouped 1x1 conv through TensorFlow's conv where it trains,
-  per-copy multiplier-1 depthwise, transpose shuffle on a tracked channel layout, fused
-  BatchNorm, folded BN in inference);
+for the two formulations of `LRUBlock` (it picks one by where it runs, see `LRUBlock.call`),
+so machine noise affects both alike:
+- "physical": `LRUBlock.physical_call` (grouped 1x1 conv through TensorFlow's conv where it
+  trains, per-copy multiplier-1 depthwise, transpose shuffle on a tracked channel layout,
+  fused BatchNorm, folded BN in inference);
 - "literal": the same weights through `Reused.call`, the paper's block written op by op;
 and for both oneDNN settings (TF_ENABLE_ONEDNN_OPTS=0 and 1; TensorFlow turns oneDNN on by
 itself only on CPUs with AVX-512), each in a child process of this run, since the setting is
-read once when TensorFlow starts. For 14-LruNet-1x "fast" it also profiles one inference batch
+read once when TensorFlow starts. For 14-LruNet-1x "physical" it also profiles one inference batch
 and one training step (TensorFlow profiler) and reports each op type's share of the op time.
 
 Writes bench/results/keras_throughput.json and .md. Usage:
@@ -35,17 +36,23 @@ from lru_keras.layers.reuse import LRUBlock, Reused
 from lru_keras.zoo import LruNet
 
 
+class PhysicalLRUBlock(LRUBlock):
+    """LRUBlock always on its physical channel layout (`LRUBlock.physical_call`)."""
+
+    call = LRUBlock.physical_call
+
+
 class LiteralLRUBlock(LRUBlock):
-    """LRUBlock computed literally (Reused.call): the baseline formulation."""
+    """LRUBlock computed literally (`Reused.call`): the baseline formulation."""
 
     call = Reused.call
 
 
-def literal_copy(model):
-    """The same model and weights with every LRUBlock computed literally."""
+def copy_with(model, block_class):
+    """The same model and weights with every LRUBlock computed as `block_class`."""
     def clone(layer):
         if isinstance(layer, LRUBlock):
-            return LiteralLRUBlock.from_config(layer.get_config())
+            return block_class.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)
@@ -135,11 +142,13 @@ def measure_this_process(reuses, repeats):
     """Every row for this process's oneDNN setting (the child side of `main`)."""
     rows = []
     for reuse in reuses:
-        fast = LruNet(reuse=reuse, width=1.0, weights=None)
-        for formulation, model in (("fast", fast), ("literal", literal_copy(fast))):
+        shipped = LruNet(reuse=reuse, width=1.0, weights=None)
+        for formulation, block_class in (("physical", PhysicalLRUBlock),
+                                         ("literal", LiteralLRUBlock)):
+            model = copy_with(shipped, block_class)
             row = {"model": f"{reuse}-LruNet-1x", "reuse": reuse, "formulation": formulation,
                    "onednn": os.environ["TF_ENABLE_ONEDNN_OPTS"], **measure(model, repeats)}
-            if reuse == 14 and formulation == "fast":
+            if reuse == 14 and formulation == "physical":
                 row["op_time_shares_percent"] = profile(model)
             rows.append(row)
             print(f"{row['model']:>14} {formulation:>8} oneDNN {row['onednn']}: inference "

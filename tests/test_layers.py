@@ -493,7 +493,8 @@ def test_lru_block_training_step_equals_reference_train_mode(
 def test_lru_block_fast_call_equals_literal_reused_call(
     filters, groups, reuse, training, cifar10_images
 ):
-    """LRUBlock.call (physical channel layout, folded BN) == Reused.call (the literal block)."""
+    """LRUBlock.physical_call (physical channel layout, folded BN) == Reused.call (the literal
+    block)."""
     rng = np.random.default_rng(41 + filters)
     x = real_activations(cifar10_images[0][:4], filters, 6)
     weights = random_block_weights(rng, filters, reuse, groups)
@@ -502,11 +503,31 @@ def test_lru_block_fast_call_equals_literal_reused_call(
     for block in (fast, literal):
         block.build(x.shape)
         load_block(block, *weights)
-    out = np.asarray(fast(x, training=training))
+    out = np.asarray(fast.physical_call(x, training=training))
     expected = np.asarray(Reused.call(literal, x, training=training))
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
     for a, b in zip(fast.weights, literal.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+
+
+@pytest.mark.parametrize("tensorflow_conv, expected", [(True, "physical"), (False, "literal")])
+def test_lru_block_call_picks_the_formulation_by_the_grouped_conv_it_gets(
+    tensorflow_conv, expected, monkeypatch
+):
+    """Physical layout where TensorFlow's grouped conv runs (oneDNN), literal where it would be
+    an einsum: the physical layout's transposes and tiles cost more than they save there."""
+    import lru_keras.layers.reuse as reuse
+
+    calls = []
+    monkeypatch.setattr(reuse, "use_tensorflow_grouped_conv", lambda dtype: tensorflow_conv)
+    monkeypatch.setattr(LRUBlock, "physical_call", lambda self, x, training=None: calls.append(
+        "physical") or x)
+    monkeypatch.setattr(Reused, "call", lambda self, x, training=None: calls.append(
+        "literal") or x)
+    block = LRUBlock(16, reuse=2)
+    block.build((None, 4, 4, 16))
+    block(np.zeros((1, 4, 4, 16), "float32"))
+    assert calls == [expected]
 
 
 def test_lru_block_rejects_bad_arguments():

@@ -1,8 +1,8 @@
 """The export-time model: the same network and weights, in a graph the TFLite converter keeps.
 
-`LRUBlock.call` is tuned for TensorFlow on CPU: it tracks a physical channel layout and, in
-inference, folds every BatchNorm into a per-reuse copy of the kernels. A .tflite needs
-something else: the paper's literal block (`Reused.call`), written so that
+`LRUBlock.call` is tuned for TensorFlow on CPU: with oneDNN it tracks a physical channel
+layout and, in inference, folds every BatchNorm into a per-reuse copy of the kernels. A
+.tflite needs something else: the paper's literal block (`Reused.call`), written so that
 
 - each shared kernel is ONE constant read by all N reuses;
 - each per-reuse BatchNorm stays a separate op. The converter folds a per-channel
