@@ -490,7 +490,7 @@ def test_lru_block_training_step_equals_reference_train_mode(
 
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("filters, groups, reuse", [(16, 8, 3), (24, 8, 4), (32, 4, 2)])
-def test_lru_block_fast_call_equals_literal_reused_call(
+def test_lru_block_physical_call_equals_literal_reused_call(
     filters, groups, reuse, training, cifar10_images
 ):
     """LRUBlock.physical_call (physical channel layout, folded BN) == Reused.call (the literal
@@ -498,15 +498,15 @@ def test_lru_block_fast_call_equals_literal_reused_call(
     rng = np.random.default_rng(41 + filters)
     x = real_activations(cifar10_images[0][:4], filters, 6)
     weights = random_block_weights(rng, filters, reuse, groups)
-    fast, literal = LRUBlock(filters, reuse=reuse, groups=groups), \
+    physical, literal = LRUBlock(filters, reuse=reuse, groups=groups), \
         LRUBlock(filters, reuse=reuse, groups=groups)
-    for block in (fast, literal):
+    for block in (physical, literal):
         block.build(x.shape)
         load_block(block, *weights)
-    out = np.asarray(fast.physical_call(x, training=training))
+    out = np.asarray(physical.physical_call(x, training=training))
     expected = np.asarray(Reused.call(literal, x, training=training))
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
-    for a, b in zip(fast.weights, literal.weights):
+    for a, b in zip(physical.weights, literal.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
 
 
