@@ -13,7 +13,9 @@ so machine noise affects both alike:
 and for both oneDNN settings (TF_ENABLE_ONEDNN_OPTS=0 and 1; TensorFlow turns oneDNN on by
 itself only on CPUs with AVX-512), each in a child process of this run, since the setting is
 read once when TensorFlow starts. For 14-LruNet-1x "physical" it also profiles one inference batch
-and one training step (TensorFlow profiler) and reports each op type's share of the op time.
+and one training step (TensorFlow profiler) and reports each op type's share of the op time,
+and, per oneDNN setting, the most images/s that TensorFlow's convolution kernels alone allow
+for 14-LruNet-1x (`conv_floor.py`), measured in the same run as the models.
 
 Writes bench/results/keras_throughput.json and .md. Usage:
     python bench/keras_throughput.py [--reuse 1 14] [--repeats 3] [--onednn 0 1] [--out DIR]
@@ -32,6 +34,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from conv_floor import conv_floor
 from lru_keras.layers.reuse import LRUBlock, Reused
 from lru_keras.zoo import LruNet
 
@@ -139,7 +142,8 @@ def profile(model, infer_batch=256, train_batch=128):
 
 
 def measure_this_process(reuses, repeats):
-    """Every row for this process's oneDNN setting (the child side of `main`)."""
+    """Every row for this process's oneDNN setting, and the conv-kernel bound for the
+    largest N (the child side of `main`)."""
     rows = []
     for reuse in reuses:
         shipped = LruNet(reuse=reuse, width=1.0, weights=None)
@@ -154,11 +158,14 @@ def measure_this_process(reuses, repeats):
             print(f"{row['model']:>14} {formulation:>8} oneDNN {row['onednn']}: inference "
                   f"{row['inference_images_per_s']:7.1f} img/s, training "
                   f"{row['train_images_per_s']:6.1f} img/s", file=sys.stderr, flush=True)
-    return rows
+    bound = {"onednn": os.environ["TF_ENABLE_ONEDNN_OPTS"],
+             **conv_floor(reuse=max(reuses), repeats=repeats)}
+    return {"rows": rows, "conv_bound": bound}
 
 
 def run_child(onednn, reuses, repeats):
-    """This script in a child process with TF_ENABLE_ONEDNN_OPTS=`onednn`; its rows."""
+    """This script in a child process with TF_ENABLE_ONEDNN_OPTS=`onednn`; its rows and
+    conv-kernel bound."""
     command = [sys.executable, __file__, "--child", "--reuse", *map(str, reuses),
                "--repeats", str(repeats)]
     environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
@@ -167,13 +174,14 @@ def run_child(onednn, reuses, repeats):
     return json.loads(result.stdout)
 
 
-def write_report(results, out):
+def write_report(results, bounds, out):
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "cpu": _cpu_model(), "keras": keras.__version__,
                     "backend": keras.backend.backend()},
         "goals_14_lrunet_1x": {"inference_images_per_s": 400, "train_images_per_s": 150},
         "results": results,
+        "conv_kernel_bounds": bounds,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "keras_throughput.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -187,6 +195,17 @@ def write_report(results, out):
             listed = ", ".join(f"{op} {share}%" for op, share in shares.items())
             lines.append(f"\n{r['model']} {r['formulation']}, oneDNN "
                          f"{'on' if r['onednn'] == '1' else 'off'}, {phase}: {listed}")
+    lines += ["", f"Most images/s TensorFlow's conv kernels alone allow "
+              f"(the block's two convs per reuse, fastest way per stage, x{bounds[0]['reuse']} "
+              "reuses; everything else left out):", "",
+              "| oneDNN | inference bound (batch 256) | training bound (batch 128) | "
+              "fastest way per stage, inference |", "|---|---|---|---|"]
+    lines += [f"| {'on' if b['onednn'] == '1' else 'off'} | "
+              f"{b['inference']['bound_images_per_s']:.1f} | "
+              f"{b['training']['bound_images_per_s']:.1f} | "
+              + "; ".join(f"{st['channels']} ch: {st['best']} {st['ms_per_reuse'][st['best']]} ms"
+                          for st in b["inference"]["stages"]) + " |"
+              for b in bounds]
     (out / "keras_throughput.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -210,9 +229,9 @@ def main():
     if args.child:
         print(json.dumps(measure_this_process(args.reuse, args.repeats)))
         return
-    results = [row for onednn in args.onednn
-               for row in run_child(onednn, args.reuse, args.repeats)]
-    write_report(results, args.out)
+    children = [run_child(onednn, args.reuse, args.repeats) for onednn in args.onednn]
+    write_report([row for child in children for row in child["rows"]],
+                 [child["conv_bound"] for child in children], args.out)
 
 
 if __name__ == "__main__":

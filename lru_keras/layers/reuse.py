@@ -194,9 +194,9 @@ class LRUBlock(Reused):
 
         `physical_call` where the grouped 1x1 conv goes through TensorFlow's own conv
         (oneDNN) and on other backends; the literal `Reused.call` where TensorFlow has to
-        run it as an einsum (oneDNN off, float16). Measured on 2 AMD EPYC cores with oneDNN
-        off, 14-LruNet-1x: 76 vs 104 images/s in inference and 12.5 vs 24.7 in training for
-        the physical vs literal formulation; with oneDNN on, 210 vs 56 and 49 vs 20
+        run it as an einsum (oneDNN off, float16). Measured on 2 AMD EPYC cores,
+        14-LruNet-1x, physical vs literal: with oneDNN off 116 vs 120 images/s in inference
+        and 24.8 vs 23.5 in training; with oneDNN on 255 vs 54 and 49 vs 12.5
         (bench/keras_throughput.py). Both compute the same function (tests check it).
         """
         if keras.backend.backend() == "tensorflow" and not use_tensorflow_grouped_conv(
