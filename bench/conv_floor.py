@@ -20,27 +20,16 @@ einsum otherwise, as in `GroupedPointwiseConv2D`.
 """
 
 import statistics
-import time
 
 import numpy as np
 import tensorflow as tf
 
 from lru_keras.layers.grouped_pointwise import GroupedPointwiseConv2D
+from timing import call_seconds
 
 # (spatial size, channels F) of the four LruNet-1x stages for 32x32 input.
 STAGES = ((16, 64), (8, 128), (4, 256), (4, 512))
 GROUPS = 8
-
-
-def median_seconds(run, repeats):
-    """Median wall time of `repeats` calls of `run` after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def stage_candidates(size, channels, batch, training):
@@ -107,7 +96,7 @@ def time_candidate(inputs, kernels, convs, training, repeats, calls=4):
         tf.nest.map_structure(lambda t: t.numpy(), outputs)
 
     try:
-        return median_seconds(run, repeats) / calls
+        return statistics.median(call_seconds(run, repeats)) / calls
     except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
         return None  # TensorFlow has no such kernel in this setting
 

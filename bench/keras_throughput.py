@@ -28,13 +28,13 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from conv_floor import conv_floor
+from timing import call_seconds
 from lru_keras.layers.reuse import LRUBlock, Reused
 from lru_keras.zoo import LruNet
 
@@ -65,12 +65,7 @@ def copy_with(model, block_class):
 
 def images_per_second(run, images, repeats):
     """Median images/s over `repeats` timed calls of `run` (after one warm-up call)."""
-    run()
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        rates.append(images / (time.perf_counter() - start))
+    rates = [images / seconds for seconds in call_seconds(run, repeats)]
     return statistics.median(rates), rates
 
 

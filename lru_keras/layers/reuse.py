@@ -212,8 +212,8 @@ class LRUBlock(Reused):
         check that both agree. Differences in formulation, each measured on 2 CPU cores:
         the depth-multiplier-2 depthwise conv runs as a multiplier-1 depthwise conv on the
         input tiled group by group (oneDNN's multiplier-2 kernel was ~10x slower); the
-        shuffle is a transpose; in inference every BatchNorm is folded into the conv before
-        it.
+        shuffle is a transpose; in inference each BatchNorm's scale is folded into the conv
+        before it and both offsets into one offset after the 1x1 conv.
         """
         for i in range(self.times):
             if training:
@@ -265,7 +265,7 @@ class LRUBlock(Reused):
         )
         d = ops.depthwise_conv(self._tile_groups(x), ops.cast(dw, dtype), 1, padding="same")
         z = self.pointwise.convolution_op(d, ops.cast(pw, dtype))
-        return ops.relu(add_channel_offset(z, ops.cast(offset, dtype)) + x)
+        return ops.relu(_add_channel_offset(z, ops.cast(offset, dtype)) + x)
 
     def _reuse_training(self, i, x):
         dw_norm, pw_norm = self.norm(i, 0), self.norm(i, 1)
@@ -304,7 +304,7 @@ class LRUBlock(Reused):
         return cls(**config)
 
 
-def add_channel_offset(x, offset):
+def _add_channel_offset(x, offset):
     """`x + offset` over the last axis; TensorFlow's BiasAdd on the TF backend, which was
     faster than the broadcast add there (24 vs 29 ms per stage-1 reuse at batch 256)."""
     if keras.backend.backend() == "tensorflow":
