@@ -1,5 +1,7 @@
 # The README's first two commands: `make demo` and `make test`.
 # Both create .venv (Python 3.11), install the package with pinned dependencies, then run.
+# `make test` is the fast tier (tests not marked slow, about 10 minutes on 2 cores); `make check`
+# runs every test, the full test-set evaluations included (what CI runs, .ci/run).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +9,7 @@ SHARED ?= ../shared
 export TFDS_DATA_DIR ?= $(CURDIR)/.tfds
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test bench data clean
+.PHONY: demo test check bench data clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +22,20 @@ $(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
 demo: $(VENV)/.installed
 	TF_ENABLE_ONEDNN_OPTS=$${TF_ENABLE_ONEDNN_OPTS:-1} $(PY) -m lru_keras.demo
 
-# Import ../shared/data into TFDS's prepared format (offline), once.
+# Import ../shared/data into TFDS's prepared format (offline), once. The tests need it:
+# without ../shared/data this fails, unless LRU_KERAS_ALLOW_NO_SHARED=1 (then the tests that
+# need it skip, each saying why).
 data: $(VENV)/.installed
 	@if [ -d $(SHARED)/data ]; then $(VENV)/bin/lru-keras data import --from-shared $(SHARED)/data; \
-	else echo "no $(SHARED)/data: skipping dataset import (tests that need it will say so)"; fi
+	elif [ "$${LRU_KERAS_ALLOW_NO_SHARED:-0}" = 1 ]; then echo "no $(SHARED)/data: not importing"; \
+	else echo "no $(SHARED)/data: the tests need the shared folder beside the repository" \
+	     "(or LRU_KERAS_ALLOW_NO_SHARED=1)" >&2; exit 2; fi
 
 test: $(VENV)/.installed data
-	$(PY) -m pytest -ra --durations=30 tests
+	$(PY) -m pytest -m "not slow" -ra --durations=20 tests
+
+check: $(VENV)/.installed data
+	$(PY) -m pytest -ra --durations=40 tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/keras_throughput.py

@@ -1,25 +1,34 @@
-"""Quantization-aware training vs post-training int8 of 14-LruNet-1x (CIFAR-10), issue 8.
+"""Quantization-aware training vs post-training int8 of a published LruNet, on both oneDNN
+settings and several seeds.
 
-From the published weights, in one run on the same machine: the Keras float accuracy, the
-post-training int8 file (`lru_keras.tflite.export(..., "int8")`), and for each QAT recipe
-(training images x epochs, Adam learning rate) the fine-tuned float model and its int8 file
-(`lru_keras.tflite.quantize_aware`); every accuracy is top-1 on the full CIFAR-10 test set
-(int8 files with LiteRT's interpreter). Reports the gap of each int8 file to float.
+For each TF_ENABLE_ONEDNN_OPTS value (a child process each: TensorFlow turns oneDNN on by
+default on CPUs with AVX-512 only, and the LRU block's training formulation depends on it),
+from the published weights: the Keras float predictions, the post-training int8 file
+(`lru_keras.tflite.export(..., "int8")`), and for each QAT recipe (training images x epochs)
+and seed the fine-tuned float model and its int8 file (`lru_keras.tflite.quantize_aware`).
+Every accuracy is top-1 on the full test set (int8 files with LiteRT's interpreter);
+"agreement" is the share of test images on which a file predicts the published float
+model's class, a less noisy measure than accuracy.
 
-Writes bench/results/qat_bench.json and .md. Needs `make data`. Usage:
-    python bench/qat_bench.py [--recipe 5000x2 20000x3 ...] [--learning-rate 3e-5]
+Writes bench/results/qat_bench.<weights>.json and .md after every measurement (a long run
+keeps what it measured). Needs `make data`. Usage:
+    python bench/qat_bench.py [--weights lrunet14_1x.cifar10] [--recipe 5000x2 ...]
+                              [--seed 0 1] [--onednn 0 1]
 """
 
 import argparse
 import json
+import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from lru_keras import evaluate, tflite
-from lru_keras.tflite.qat import DEFAULTS
-from lru_keras.zoo import LruNet
+import numpy as np
+
+ROW = "ROW "  # prefix of a result line on a child's stdout
 
 
 def recipe(text):
@@ -31,66 +40,132 @@ def recipe(text):
     return images, epochs
 
 
-def int8_accuracy(path):
-    return tflite.evaluate(path, "cifar10", "test", progress=False)["accuracy"]
+def _scores(predicted, expected, labels):
+    return {"accuracy": round(100.0 * float(np.mean(predicted == labels)), 2),
+            "agreement_with_float": round(100.0 * float(np.mean(predicted == expected)), 2)}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", type=recipe, nargs="+", default=[(5000, 2), (20000, 3)])
-    parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
+def measure_this_process(weights, recipes, seeds, learning_rate, emit):
+    """Every row for this process's oneDNN setting; `emit(row)` as each is measured."""
+    from lru_keras import data, tflite
+    from lru_keras.zoo import LruNet, get_weights
 
-    model = LruNet(reuse=14, width=1.0, weights="cifar10")
-    float_accuracy = evaluate.evaluate_dataset(model, "cifar10", "test",
-                                             progress=False)["accuracy"]
-    rows = []
+    entry = get_weights(weights)
+    batches = list(data.load(entry.dataset, "test", batch_size=500).as_numpy_iterator())
+    images = np.concatenate([batch[0] for batch in batches])
+    labels = np.concatenate([batch[1] for batch in batches])
+    model = LruNet(**entry.arguments, weights=weights)
+
+    def keras_predictions(keras_model):
+        return keras_model.predict(images, batch_size=256, verbose=0).argmax(1)
+
+    def litert_predictions(path):
+        classifier = tflite.TFLiteClassifier(path, num_threads=os.cpu_count(), batch_size=100)
+        return np.concatenate([classifier.predict(images[i:i + 100]).argmax(1)
+                               for i in range(0, len(images), 100)])
+
+    onednn = os.environ["TF_ENABLE_ONEDNN_OPTS"]
+    float_predictions = keras_predictions(model)
+    emit({"onednn": onednn, "method": "published float (Keras)", "seed": None,
+          "seconds": 0.0, **_scores(float_predictions, float_predictions, labels)})
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "ptq.tflite"
         spec = tflite.export(model, path, "int8")
-        rows.append({"method": "post-training int8", "train_images": 0, "epochs": 0,
-                     "seconds": 0.0,
-                     "size_bytes": spec["size_bytes"],
-                     "int8_accuracy": int8_accuracy(path),
-                     "float_accuracy": float_accuracy})
-        write_results(args.out, float_accuracy, rows)
-        for images, epochs in args.recipe:
-            path = Path(folder) / f"qat_{images}x{epochs}.tflite"
-            spec, finetuned = tflite.quantize_aware(
-                model, "cifar10", path, epochs=epochs, train_images=images,
-                learning_rate=args.learning_rate, verbose=2)
-            rows.append({
-                "method": f"QAT {images} images x {epochs} epochs, Adam {args.learning_rate:g}",
-                "train_images": images, "epochs": epochs, "seconds": spec["qat"]["seconds"],
-                "size_bytes": spec["size_bytes"],
-                "int8_accuracy": int8_accuracy(path),
-                "float_accuracy": evaluate.evaluate_dataset(
-                    finetuned, "cifar10", "test", progress=False)["accuracy"]})
-            print(json.dumps(rows[-1]), flush=True)
-            write_results(args.out, float_accuracy, rows)  # a long run keeps what it measured
-    print((args.out / "qat_bench.md").read_text())
+        emit({"onednn": onednn, "method": "post-training int8", "seed": None, "seconds": 0.0,
+              "size_bytes": spec["size_bytes"],
+              **_scores(litert_predictions(path), float_predictions, labels)})
+        for train_images, epochs in recipes:
+            for seed in seeds:
+                path = Path(folder) / f"qat_{train_images}x{epochs}_{seed}.tflite"
+                spec, finetuned = tflite.quantize_aware(
+                    model, entry.dataset, path, epochs=epochs, train_images=train_images,
+                    learning_rate=learning_rate, seed=seed, verbose=2)
+                finetuned_float = _scores(keras_predictions(finetuned), float_predictions,
+                                          labels)
+                emit({"onednn": onednn,
+                      "method": f"QAT int8, {train_images} images x {epochs} epochs, "
+                                f"Adam {learning_rate:g}",
+                      "seed": seed, "seconds": round(spec["qat"]["seconds"], 1),
+                      "size_bytes": spec["size_bytes"],
+                      "finetuned_float_accuracy": finetuned_float["accuracy"],
+                      **_scores(litert_predictions(path), float_predictions, labels)})
 
 
-def write_results(out, float_accuracy, rows):
-    """bench/results/qat_bench.json and .md with the rows measured so far."""
-    for row in rows:
-        row["gap_to_published_float"] = round(float_accuracy - row["int8_accuracy"], 2)
+def run_child(onednn, args, on_row):
+    """This script in a child process with TF_ENABLE_ONEDNN_OPTS=`onednn`; each row it prints
+    (a stdout line `ROW <json>`) is passed to `on_row` as it arrives, other output (the QAT
+    child's progress) goes to stderr."""
+    command = [sys.executable, __file__, "--child", "--weights", args.weights,
+               "--recipe", *[f"{i}x{e}" for i, e in args.recipe],
+               "--seed", *map(str, args.seed), "--learning-rate", str(args.learning_rate)]
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
+    with subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True) as child:
+        for line in child.stdout:
+            if line.startswith(ROW):
+                on_row(json.loads(line[len(ROW):]))
+            else:
+                sys.stderr.write(line)
+    if child.returncode != 0:
+        raise SystemExit(f"the oneDNN={onednn} child failed with status {child.returncode}")
+
+
+def write_results(out, weights, rows):
+    """bench/results/qat_bench.<weights>.json and .md with the rows measured so far."""
     out.mkdir(parents=True, exist_ok=True)
-    result = {"model": "14-LruNet-1x (CIFAR-10, published weights)",
-              "published_float_accuracy": float_accuracy, "machine": platform.platform(),
-              "processor": platform.processor() or platform.machine(),
-              "date": time.strftime("%Y-%m-%d"), "results": rows}
-    (out / "qat_bench.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [f"14-LruNet-1x, CIFAR-10 test set (10,000 images); Keras float (published weights) "
-             f"{float_accuracy:.2f}%.", "",
-             "| method | fine-tune time (s) | size (MB) | float after fine-tune | int8 .tflite "
-             "| gap to float |", "|---|---:|---:|---:|---:|---:|"]
+    result = {"weights": weights, "machine": platform.platform(), "cpu": _cpu_model(),
+              "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "results": rows}
+    (out / f"qat_bench.{weights}.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [f"`{weights}`, full test set; agreement: share of test images on which the model "
+             f"predicts the published float model's class. {_cpu_model()}, "
+             f"{os.cpu_count()} cores, {result['date']}.", "",
+             "| oneDNN | method | seed | fine-tune (s) | size (MB) | float after fine-tune | "
+             "accuracy | agreement with float |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row['method']} | {row['seconds']:.0f} | {row['size_bytes'] / 1e6:.3f} | "
-                     f"{row['float_accuracy']:.2f} | {row['int8_accuracy']:.2f} | "
-                     f"{row['gap_to_published_float']:.2f} |")
-    (out / "qat_bench.md").write_text("\n".join(lines) + "\n")
+        size = f"{row['size_bytes'] / 1e6:.3f}" if "size_bytes" in row else ""
+        finetuned = (f"{row['finetuned_float_accuracy']:.2f}"
+                     if "finetuned_float_accuracy" in row else "")
+        lines.append(f"| {'on' if row['onednn'] == '1' else 'off'} | {row['method']} | "
+                     f"{'' if row['seed'] is None else row['seed']} | {row['seconds']:.0f} | "
+                     f"{size} | {finetuned} | {row['accuracy']:.2f} | "
+                     f"{row['agreement_with_float']:.2f} |")
+    (out / f"qat_bench.{weights}.md").write_text("\n".join(lines) + "\n")
+
+
+def _cpu_model():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main():
+    from lru_keras.tflite.qat import DEFAULTS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default="lrunet14_1x.cifar10")
+    parser.add_argument("--recipe", type=recipe, nargs="+",
+                        default=[(DEFAULTS["train_images"], DEFAULTS["epochs"])])
+    parser.add_argument("--seed", type=int, nargs="+", default=[DEFAULTS["seed"]])
+    parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
+    parser.add_argument("--onednn", nargs="+", choices=["0", "1"], default=["0", "1"],
+                        help="TF_ENABLE_ONEDNN_OPTS values to measure, each in a child process")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    if args.child:
+        measure_this_process(args.weights, args.recipe, args.seed, args.learning_rate,
+                             lambda row: print(ROW + json.dumps(row), flush=True))
+        return
+    rows = []
+
+    def on_row(row):
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        write_results(args.out, args.weights, rows)
+
+    for onednn in args.onednn:
+        run_child(onednn, args, on_row)
+    print((args.out / f"qat_bench.{args.weights}.md").read_text())
 
 
 if __name__ == "__main__":

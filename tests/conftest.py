@@ -1,8 +1,16 @@
-"""Shared fixtures: the real data and reference checkpoints in ../shared, beside the repository.
+"""Shared fixtures: the real data and reference checkpoints in ../shared, beside the repository,
+and the expensive results (full test-set predictions, exported files) computed once per run.
 
-Tests that need ../shared skip with a clear reason when it is absent (e.g. a bare checkout).
+The suite needs ../shared: without it the run stops at once with one message, instead of
+skipping a third of the tests with exit status 0. `LRU_KERAS_ALLOW_NO_SHARED=1` runs what
+can run on a bare checkout and skips the rest, each with its reason.
+
+Tiers: `make test` runs the tests not marked `slow` (about 10 minutes on 2 cores); `make check`
+(and CI) runs them all. `slow` marks full test-set evaluations and process-heavy runs.
 """
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REFERENCE = SHARED / "reference" / "cnn-layer-reuse"
 DATA = SHARED / "data"
+ALLOW_NO_SHARED = "LRU_KERAS_ALLOW_NO_SHARED"
 
 # Test-set file of each dataset name used by the weights registry.
 TEST_SETS = {
@@ -21,16 +30,26 @@ TEST_SETS = {
 }
 
 
+def pytest_sessionstart(session):
+    if not SHARED.is_dir() and os.environ.get(ALLOW_NO_SHARED) != "1":
+        pytest.exit(f"{SHARED} is absent: the test suite checks against the real data and "
+                    f"reference checkpoints there (put ../shared beside the repository, or set "
+                    f"{ALLOW_NO_SHARED}=1 to skip the tests that need it)", returncode=4)
+
+
 def _require(path):
     if not path.exists():
-        pytest.skip(f"{path} is absent: the shared folder (../shared beside the repository, "
-                    f"with reference checkpoints and real test sets) is needed for this test")
+        message = f"{path} is absent: the shared folder (../shared beside the repository) is " \
+                  f"incomplete"
+        if os.environ.get(ALLOW_NO_SHARED) == "1":
+            pytest.skip(message)
+        pytest.fail(message)
     return path
 
 
 @pytest.fixture(scope="session")
 def shared_dir():
-    """../shared beside the repository (skip if absent)."""
+    """../shared beside the repository."""
     return _require(SHARED)
 
 
@@ -55,27 +74,136 @@ def reference_state(reference_dir):
 
 
 @pytest.fixture(scope="session")
-def test_set(shared_dir):
-    """Loader of a real test set: dataset name (or file name) -> (x uint8 NHWC, y int64).
-
-    Arrays are cached for the session (loading the LZMA archives takes a few seconds).
-    """
+def shared_arrays(shared_dir):
+    """Loader of a file of ../shared/data: file name -> {array name: array}, read once per run
+    (the LZMA archives take seconds each to decompress)."""
     cache = {}
 
-    def load(name):
-        file_name = TEST_SETS.get(name, name)
+    def load(file_name):
         if file_name not in cache:
             with np.load(_require(DATA / file_name)) as arrays:
-                x, y = arrays["x"], arrays["y"].astype(np.int64)
-            assert x.dtype == np.uint8 and x.ndim == 4 and len(x) == len(y)
-            cache[file_name] = (x, y)
+                cache[file_name] = {key: arrays[key] for key in arrays.files}
         return cache[file_name]
 
     return load
 
 
 @pytest.fixture(scope="session")
-def cifar10_images(test_set):
-    """64 real CIFAR-10 test images (uint8, every 150th) and their labels: a small real batch."""
-    x, y = test_set("cifar10")
-    return x[::150][:64], y[::150][:64]
+def test_set(shared_arrays):
+    """Loader of real images: dataset name (its test set) or file name of ../shared/data ->
+    (x uint8 NHWC, y int64)."""
+
+    def load(name):
+        arrays = shared_arrays(TEST_SETS.get(name, name))
+        x, y = arrays["x"], arrays["y"].astype(np.int64)
+        assert x.dtype == np.uint8 and x.ndim == 4 and len(x) == len(y)
+        return x, y
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def cifar10_images():
+    """64 real CIFAR-10 test images (every 7th of the bundled sample, all classes) and labels.
+
+    The package's own sample (`lru_keras.data.load_sample`) is pixel-identical to the shared
+    test set (tests/test_data.py), so tests of layers and exports need no ../shared.
+    """
+    from lru_keras.data import load_sample
+
+    x, y = load_sample()
+    return x[::7][:64], y[::7][:64].astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def prepared_datasets():
+    """The datasets of ../shared/data prepared in TFDS's data dir ($TFDS_DATA_DIR), as `make
+    data` leaves them: tests that read a dataset by name (QAT, default int8 calibration) need
+    them."""
+    from lru_keras import data
+
+    missing = [name for name in TEST_SETS
+               if not {"train", "test"} <= set(data.prepared_counts(name) or {})]
+    if missing:
+        message = (f"{', '.join(missing)} not prepared in {data.default_data_dir()}: run "
+                   f"`make data` (or `lru-keras data import --from-shared ../shared/data`)")
+        if os.environ.get(ALLOW_NO_SHARED) == "1":
+            pytest.skip(message)
+        pytest.fail(message)
+
+
+# --------------------------------------------------------------------------------------------
+# Expensive results, computed once per run and shared by the tests that read them.
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def keras_test_predictions(test_set):
+    """Loader: registered weights name -> the published model's predicted classes on the full
+    test set of its dataset (one 10,000-image pass per model per run)."""
+    cache = {}
+
+    def predict(name):
+        if name not in cache:
+            from lru_keras.zoo import get_weights, LruNet
+
+            entry = get_weights(name)
+            x, _ = test_set(entry.dataset)
+            model = LruNet(**entry.arguments, weights=name)
+            scores = model.predict(x.astype(np.float32), batch_size=256, verbose=0)
+            cache[name] = scores.argmax(axis=1)
+        return cache[name]
+
+    return predict
+
+
+@pytest.fixture(scope="session")
+def make_tflite():
+    """tflite/make_tflite.py, the script that writes the shipped .tflite files (imported by
+    path: tflite/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tflite",
+                                                  REPO / "tflite" / "make_tflite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def litert_test_predictions(test_set):
+    """Loader: (.tflite path, dataset) -> the file's predicted classes on the dataset's full
+    test set with LiteRT's interpreter. Keyed by the file's sha256, so the same bytes (a fresh
+    export identical to a shipped file) are evaluated once per run."""
+    cache = {}
+
+    def predict(path, dataset):
+        key = (hashlib.sha256(Path(path).read_bytes()).hexdigest(), dataset)
+        if key not in cache:
+            from lru_keras import tflite
+
+            x, _ = test_set(dataset)
+            classifier = tflite.TFLiteClassifier(path, num_threads=os.cpu_count(),
+                                                 batch_size=100)
+            cache[key] = np.concatenate([
+                classifier.predict(x[i:i + 100].astype(np.float32)).argmax(1)
+                for i in range(0, len(x), 100)])
+        return cache[key]
+
+    return predict
+
+
+@pytest.fixture(scope="session")
+def int8_exports(tmp_path_factory, make_tflite, prepared_datasets):
+    """Loader: registered weights name -> spec of its int8 file as tflite/make_tflite.py writes
+    it (default calibration: training images from TFDS), exported once per run."""
+    folder = tmp_path_factory.mktemp("int8_exports")
+    cache = {}
+
+    def export(name):
+        if name not in cache:
+            from lru_keras.zoo import get_weights
+
+            spec = make_tflite.export_one(get_weights(name), "int8", folder)
+            cache[name] = {**spec, "path": folder / spec["file"]}
+        return cache[name]
+
+    return export

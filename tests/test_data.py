@@ -16,23 +16,10 @@ import tensorflow_datasets as tfds
 from lru_keras import data
 from lru_keras.cli_data import add_data_commands
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _shared(file_name: str) -> dict:
-    """All arrays of one shared .npz file, or skip the test if the shared data is absent."""
-    path = SHARED_DATA / file_name
-    if not path.is_file():
-        pytest.skip(f"real data file {path} is absent (the shared data dir is not beside the "
-                    f"repository)")
-    with np.load(path) as arrays:
-        return {key: arrays[key] for key in arrays.files}
-
-
 @pytest.fixture(scope="module")
-def cifar10_test():
+def cifar10_test(shared_arrays):
     """Every 50th row of the real CIFAR-10 test set: 200 images covering all 10 classes."""
-    return {key: value[::50] for key, value in _shared("cifar10_test.npz").items()}
+    return {key: value[::50] for key, value in shared_arrays("cifar10_test.npz").items()}
 
 
 @pytest.fixture(scope="module")
@@ -79,26 +66,26 @@ def test_importing_twice_skips(data_dir, cifar10_test, capsys):
 
 
 def test_import_shared_writes_all_splits_says_cifar100_train_is_subset_and_skips_next_time(
-        tmp_path, capsys):
+        tmp_path, capsys, shared_arrays):
     shared = tmp_path / "shared"
     shared.mkdir()
     for file_name, step in (("cifar100_train_subset.npz", 50), ("cifar100_test.npz", 100)):
-        np.savez(shared / file_name, **{k: v[::step] for k, v in _shared(file_name).items()})
+        np.savez(shared / file_name, **{k: v[::step] for k, v in shared_arrays(file_name).items()})
     target = tmp_path / "tfds"
     data.import_shared(shared, ["cifar100"], target)
     assert "5,000-image subset" in capsys.readouterr().out
     assert data.prepared_counts("cifar100", target) == {"train": 100, "test": 100}
     examples = tfds.as_numpy(tfds.load("cifar100", split="test", data_dir=str(target),
                                        download=False, batch_size=-1))
-    expected = _shared("cifar100_test.npz")
+    expected = shared_arrays("cifar100_test.npz")
     np.testing.assert_array_equal(examples["coarse_label"], expected["y_coarse"][::100])
     np.testing.assert_array_equal(examples["label"], expected["y"][::100])
     data.import_shared(shared, ["cifar100"], target)
     assert "skipped" in capsys.readouterr().out
 
 
-def test_fashion_mnist_round_trip_keeps_28x28x1(tmp_path):
-    arrays = _shared("fashion_mnist_test.npz")
+def test_fashion_mnist_round_trip_keeps_28x28x1(tmp_path, shared_arrays):
+    arrays = shared_arrays("fashion_mnist_test.npz")
     x, y = arrays["x"][:64], arrays["y"][:64]
     data.import_arrays("fashion_mnist", "test", x, y, tmp_path)
     images, labels = _as_arrays(data.load("fashion_mnist", data_dir=tmp_path))
@@ -197,14 +184,14 @@ def test_random_flip_mirrors_some_images_and_leaves_the_rest(cifar10_test):
     assert all(m or u for m, u in zip(mirrored, unchanged)) and any(mirrored) and any(unchanged)
 
 
-def test_sample_has_50_per_class_and_matches_shared_test_pixels():
+def test_sample_has_50_per_class_and_matches_shared_test_pixels(shared_arrays):
     x, y = data.load_sample()
     assert x.shape == (500, 32, 32, 3) and x.dtype == np.uint8
     assert np.bincount(y, minlength=10).tolist() == [50] * 10
     sample_file = importlib.resources.files("lru_keras.sample_data") / "cifar10_test_sample.npz"
     with sample_file.open("rb") as file, np.load(file) as sample:
         indices, filenames = sample["indices"], sample["filenames"]
-    shared = _shared("cifar10_test.npz")
+    shared = shared_arrays("cifar10_test.npz")
     np.testing.assert_array_equal(x, shared["x"][indices])
     np.testing.assert_array_equal(y, shared["y"][indices])
     np.testing.assert_array_equal(filenames, shared["filenames"][indices])

@@ -74,7 +74,9 @@ def test_installed_package_loads_packaged_weights_and_predicts_sample(installed)
     assert Path(facts["package"]).resolve().is_relative_to(target.resolve())
     assert Path(facts["weights_dir"]).resolve().is_relative_to(target.resolve()), facts
     assert facts["n"] == 500
-    assert facts["accuracy"] > 0.75, facts
+    # 424 of the 500 sample images, as tests/test_cli.py measures in the source tree (the
+    # same on both TF_ENABLE_ONEDNN_OPTS settings); 2 images of float-rounding room.
+    assert abs(facts["accuracy"] - 0.848) <= 0.004 + 1e-9, facts
 
 
 @pytest.mark.slow

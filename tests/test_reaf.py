@@ -25,13 +25,10 @@ IMPLEMENTATIONS = ("gather", "masked")
 
 
 @pytest.fixture(scope="module")
-def cifar100(shared_dir):
+def cifar100(test_set):
     """Real CIFAR-100 training images: 200 (every 25th, two per class) and their labels."""
-    path = shared_dir / "data" / "cifar100_train_subset.npz"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    with np.load(path) as arrays:
-        x, y = arrays["x"][::25], arrays["y"][::25].astype(np.int64)
+    x, y = test_set("cifar100_train_subset.npz")
+    x, y = x[::25], y[::25]
     assert x.shape == (200, 32, 32, 3) and len(set(y.tolist())) == 100
     return x, y
 

@@ -235,11 +235,13 @@ def _rows(table):
                                    ids=lambda r: r[1])
 
 
+@pytest.mark.slow  # ImageNet-sized builds: the full tier
 @_rows("1")
 def test_table1_imagenet_resnet50_vs_reaf_resnet50(row, record_property):
     check_row(row, record_property)
 
 
+@pytest.mark.slow  # ImageNet-sized builds: the full tier
 @_rows("2")
 def test_table2_imagenet_resnext50_vs_reaf_on_all_three_convs(row, record_property):
     check_row(row, record_property)
@@ -255,6 +257,7 @@ def test_table4_cifar100_reaf_resnet18_34_101(row, record_property):
     check_row(row, record_property)
 
 
+@pytest.mark.slow  # ImageNet-sized builds: the full tier
 @_rows("5")
 def test_table5_imagenet_reaf_resnet_and_wide_resnet(row, record_property):
     check_row(row, record_property)

@@ -11,8 +11,10 @@ Promises tested here, one test (or a parametrized family) each:
 - bad input (unsupported layer, int8 without calibration data, unwritable path, dataset of
   another image shape) is a clear error and leaves no file behind;
 - `lru_keras.tflite.evaluate` and the command line run .tflite files;
+- every shipped file predicts as its Keras model on 500 real test images;
 - slow: on the full CIFAR-10 test set, 14-LruNet-1x float32 is within 0.02 points of Keras
-  (89.34), float16 within 0.05, int8 (post-training) at least 88.8.
+  (measured in the same run), float16 within 0.05, int8 (post-training) at least 88.8; every
+  shipped file reaches its recorded accuracy, and a fresh int8 export matches the shipped one.
 """
 
 import collections
@@ -31,7 +33,6 @@ from lru_keras.layers import LRUBlock
 from lru_keras.tflite import flatbuffer
 from lru_keras.zoo import LruNet
 
-KERAS_ACCURACY_14 = 89.34  # 14-LruNet-1x on the CIFAR-10 test set (tests/test_pretrained_accuracy)
 SMALL_REUSE = 3
 
 
@@ -68,10 +69,11 @@ def lrunet14():
 
 
 @pytest.fixture(scope="module")
-def calibration_images(test_set):
-    """200 real CIFAR-10 images (every 50th test image): calibration data independent of TFDS."""
-    x, _ = test_set("cifar10")
-    return x[::50][:200].astype(np.float32)
+def calibration_images():
+    """200 real CIFAR-10 test images (every other image of the bundled sample, all classes):
+    calibration data independent of TFDS."""
+    x, _ = data.load_sample()
+    return x[::2][:200].astype(np.float32)
 
 
 def interpreter(path, xnnpack=False):
@@ -153,7 +155,8 @@ def test_sharing_keeps_the_file_small_and_reports_it(small_model, tmp_path):
     assert shared["share_weights"] and not folded["share_weights"]
     assert shared["size_bytes"] < folded["size_bytes"]
     report = tflite.inspect(tmp_path / "shared.tflite")["sharing"]
-    assert report["conv_ops"] - report["weight_tensors"] >= 8 * (SMALL_REUSE - 1) - 8
+    # 4 blocks x 2 shared kernels, each read SMALL_REUSE times from one tensor.
+    assert report["conv_ops"] - report["weight_tensors"] == 8 * (SMALL_REUSE - 1)
 
 
 def test_kernel_shared_functional_model_keeps_one_kernel(cifar10_images, tmp_path):
@@ -379,7 +382,9 @@ def test_cli_export_then_evaluate_tflite(tmp_path, capsys):
     assert status == 0, captured.err
     result = json.loads(captured.out)
     assert result["images"] == 500 and result["quantization"] == "int8"
-    assert result["accuracy"] > 75
+    # Measured 84.60 (423 of 500) with TF_ENABLE_ONEDNN_OPTS=0 and =1 (Keras: 84.80); the
+    # calibration's ranges are float results, so 5 images of room either way.
+    assert abs(result["accuracy"] - 84.6) <= 1.0 + 1e-9, result
     assert "img" in captured.err  # the progress bar
 
 
@@ -398,51 +403,24 @@ def _sample_npz(folder):
 
 
 # --------------------------------------------------------------------------------------------
-# Acceptance on the full CIFAR-10 test set.
-# --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cifar10_prepared():
-    if data.prepared_counts("cifar10") is None or "train" not in data.prepared_counts("cifar10"):
-        pytest.skip("CIFAR-10 is not prepared in TFDS (run `make data`)")
-    return True
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("quantization, tolerance", [("float32", 0.02), ("float16", 0.05)])
-def test_full_test_set_float_accuracy_equals_keras(lrunet14, cifar10_prepared, tmp_path,
-                                                   quantization, tolerance):
-    path = tmp_path / f"lrunet14_{quantization}.tflite"
-    tflite.export(lrunet14, path, quantization)
-    result = tflite.evaluate(path, "cifar10", "test", progress=False)
-    assert result["images"] == 10_000
-    assert abs(result["accuracy"] - KERAS_ACCURACY_14) <= tolerance + 1e-9, result
-
-
-@pytest.mark.slow
-def test_full_test_set_int8_accuracy(lrunet14, cifar10_prepared, tmp_path):
-    path = tmp_path / "lrunet14_int8.tflite"
-    spec = tflite.export(lrunet14, path, "int8")  # default: 300 CIFAR-10 training images
-    assert spec["share_weights"] and spec["size_bytes"] <= 500_000
-    result = tflite.evaluate(path, "cifar10", "test", progress=False)
-    assert result["images"] == 10_000
-    # Issue 7: >= 88.8 (measured 89.01 with the defaults: 300 calibration images, equalized
-    # shared kernels, MSE ranges, dead BatchNorm channels silenced; Keras 89.34).
-    assert result["accuracy"] >= 88.8, result
-
-
-# --------------------------------------------------------------------------------------------
 # The shipped zoo files (tflite/): what tflite/make_tflite.py produces, and not stale.
 # --------------------------------------------------------------------------------------------
 SHIPPED = Path(__file__).resolve().parents[1] / "tflite"
 
-
-def _make_tflite():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_tflite", SHIPPED / "make_tflite.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# Images of 500 on which each shipped file predicted the class its Keras model predicts,
+# measured on a 2-core AMD EPYC with AVX-512 (XNNPACK, Keras with TF_ENABLE_ONEDNN_OPTS=0 and
+# =1: the same counts on both). The test's bound sits 5 images under each, so no single image
+# decides it.
+AGREEMENT_MEASURED = {
+    "lrunet1_1x.cifar10.float16.tflite": 500, "lrunet1_1x.cifar10.int8.tflite": 488,
+    "lrunet14_1x.cifar10.float16.tflite": 500, "lrunet14_1x.cifar10.int8.tflite": 487,
+    "lrunet1_2x.cifar100.float16.tflite": 499, "lrunet1_2x.cifar100.int8.tflite": 476,
+    "lrunet14_2x.cifar100.float16.tflite": 499, "lrunet14_2x.cifar100.int8.tflite": 461,
+    "lrunet1_1x.fashion_mnist.float16.tflite": 500, "lrunet1_1x.fashion_mnist.int8.tflite": 492,
+    "lrunet10_1x.fashion_mnist.float16.tflite": 500,
+    "lrunet10_1x.fashion_mnist.int8.tflite": 482,
+}
+AGREEMENT_MARGIN = 5
 
 
 def _shipped_rows():
@@ -450,6 +428,11 @@ def _shipped_rows():
     if not manifest.is_file():
         return []
     return json.loads(manifest.read_text())["models"]
+
+
+def _reuse(weights):
+    """The reuse count N of a registered LruNet name such as "lrunet14_1x.cifar10"."""
+    return int(weights.split("_")[0][len("lrunet"):])
 
 
 def test_every_pretrained_model_ships_as_int8_and_float16():
@@ -477,41 +460,59 @@ def test_shipped_file_matches_its_manifest_entry(row):
     info = tflite.inspect(path)
     assert info["non_builtin_ops"] == [] and "GATHER" not in info["ops"]
     report = tflite.sharing_report(flatbuffer.read(content))
-    reuse = int(row["weights"].split("_")[0][len("lrunet"):])
-    # Each block's two shared kernels: one tensor, read `reuse` times.
-    assert sum(1 for counts in report["reads_by_shape"].values() if counts[0] == reuse) >= 8 \
-        or reuse == 1
+    reuse = _reuse(row["weights"])
+    # Each block's two shared kernels (4 blocks): one tensor each, read `reuse` times.
+    shared = sum(1 for counts in report["reads_by_shape"].values() if counts[0] == reuse)
+    assert shared == (8 if reuse > 1 else len(report["reads_by_shape"])), report
     if row["quantization"] == "int8":
         assert row["input"]["dtype"] == "int8" and row["output"]["dtype"] == "int8"
-    assert abs(row["accuracy"] - row["keras_accuracy"]) <= (
-        0.05 if row["quantization"] == "float16" else 1.0), row
+
+
+@pytest.fixture(scope="module")
+def keras_sample_predictions(test_set):
+    """Loader: weights name -> (500 test images, the Keras model's predicted classes). CIFAR-10
+    uses the bundled sample; the other datasets every 20th image of their test set."""
+    cache = {}
+
+    def predict(name):
+        if name not in cache:
+            from lru_keras.zoo import get_weights
+
+            entry = get_weights(name)
+            if entry.dataset == "cifar10":
+                images = data.load_sample()[0]
+            else:
+                images = test_set(entry.dataset)[0][::20]
+            model = LruNet(**entry.arguments, weights=name)
+            images = images.astype(np.float32)
+            cache[name] = images, model.predict(images, batch_size=100, verbose=0).argmax(1)
+        return cache[name]
+
+    return predict
+
+
+@pytest.mark.parametrize("row", _shipped_rows(), ids=lambda r: r["file"])
+def test_shipped_file_predicts_as_its_keras_model(row, keras_sample_predictions):
+    """Each shipped file, run by LiteRT as an app would (XNNPACK), predicts the class its
+    Keras model predicts on 500 real test images (the fast tier's check of the files'
+    numerics; the slow tier measures their full test-set accuracy)."""
+    images, expected = keras_sample_predictions(row["weights"])
+    scores = tflite.TFLiteClassifier(SHIPPED / row["file"], batch_size=100)
+    got = np.concatenate([scores.predict(images[i:i + 100]).argmax(1)
+                          for i in range(0, len(images), 100)])
+    agree = int(np.sum(got == expected))
+    assert agree >= AGREEMENT_MEASURED[row["file"]] - AGREEMENT_MARGIN, (row["file"], agree)
 
 
 @pytest.mark.parametrize("row", [r for r in _shipped_rows() if r["quantization"] == "float16"],
                          ids=lambda r: r["file"])
-def test_shipped_float16_file_is_what_the_script_produces(row, tmp_path):
-    make = _make_tflite()
+def test_shipped_float16_file_is_what_the_script_produces(row, make_tflite, tmp_path):
     from lru_keras.zoo import get_weights
 
-    spec = make.export_one(get_weights(row["weights"]), "float16", tmp_path)
-    assert make.structure(tmp_path / spec["file"]) == make.structure(SHIPPED / row["file"])
+    spec = make_tflite.export_one(get_weights(row["weights"]), "float16", tmp_path)
+    assert make_tflite.structure(tmp_path / spec["file"]) == \
+        make_tflite.structure(SHIPPED / row["file"])
     assert spec["sha256"] == row["sha256"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("row", [r for r in _shipped_rows() if r["quantization"] == "int8"],
-                         ids=lambda r: r["file"])
-def test_shipped_int8_file_is_what_the_script_produces(row, tmp_path):
-    make = _make_tflite()
-    from lru_keras.zoo import get_weights
-
-    if data.prepared_counts(row["dataset"]) is None:
-        pytest.skip(f"{row['dataset']} is not prepared in TFDS (run `make data`)")
-    spec = make.export_one(get_weights(row["weights"]), "int8", tmp_path)
-    assert make.structure(tmp_path / spec["file"]) == make.structure(SHIPPED / row["file"])
-    fresh = tflite.TFLiteClassifier(tmp_path / spec["file"]).input["quantization"]
-    shipped = tflite.TFLiteClassifier(SHIPPED / row["file"]).input["quantization"]
-    assert fresh == shipped
 
 
 @pytest.mark.parametrize("file", ["lrunet14_1x.cifar10.int8.tflite",
@@ -524,14 +525,90 @@ def test_interpreter_threads_do_not_change_the_scores(file, cifar10_images):
     np.testing.assert_array_equal(one.predict(images), two.predict(images))
 
 
+# --------------------------------------------------------------------------------------------
+# Slow tier: full test sets, each file and each Keras model evaluated once per run
+# (conftest's keras_test_predictions / litert_test_predictions / int8_exports).
+# --------------------------------------------------------------------------------------------
+def _accuracy(predicted, labels):
+    return 100.0 * float(np.mean(predicted == labels))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantization, tolerance", [("float32", 0.02), ("float16", 0.05)])
+def test_full_test_set_float_accuracy_equals_keras(
+        lrunet14, tmp_path, test_set, keras_test_predictions, litert_test_predictions,
+        quantization, tolerance):
+    """14-LruNet-1x as float32 / float16 .tflite scores what Keras scores on the 10,000
+    CIFAR-10 test images (Keras in the same run; float16 is the shipped file's bytes)."""
+    path = tmp_path / f"lrunet14_{quantization}.tflite"
+    tflite.export(lrunet14, path, quantization)
+    _, labels = test_set("cifar10")
+    predicted = litert_test_predictions(path, "cifar10")
+    expected = keras_test_predictions("lrunet14_1x.cifar10")
+    assert abs(_accuracy(predicted, labels) - _accuracy(expected, labels)) <= tolerance + 1e-9
+
+
+@pytest.mark.slow
+def test_full_test_set_int8_accuracy(test_set, int8_exports, litert_test_predictions):
+    """Issue 7: post-training int8 14-LruNet-1x (default calibration: 300 CIFAR-10 training
+    images) reaches >= 88.8 on the test set. Measured 89.01 with the exports of both
+    TF_ENABLE_ONEDNN_OPTS settings (Keras float 89.34): a 21-image margin."""
+    spec = int8_exports("lrunet14_1x.cifar10")
+    assert spec["share_weights"] and spec["size_bytes"] <= 500_000
+    _, labels = test_set("cifar10")
+    accuracy = _accuracy(litert_test_predictions(spec["path"], "cifar10"), labels)
+    assert accuracy >= 88.8, accuracy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", [r for r in _shipped_rows() if r["quantization"] == "int8"],
+                         ids=lambda r: r["file"])
+def test_shipped_int8_file_is_what_the_script_produces(row, int8_exports, make_tflite):
+    """A fresh int8 export by the script has the shipped file's structure and float
+    constants. Calibration ranges depend on float rounding (oneDNN or not), so the int8
+    scales of the two may differ by rounding; they must agree within 1%."""
+    fresh = int8_exports(row["weights"])["path"]
+    assert make_tflite.structure(fresh) == make_tflite.structure(SHIPPED / row["file"])
+    fresh_q, shipped_q = _quantization(fresh), _quantization(SHIPPED / row["file"])
+    assert sorted(fresh_q) == sorted(shipped_q)
+    for index, (scale, zero_point, values) in shipped_q.items():
+        other_scale, other_zero_point, other_values = fresh_q[index]
+        np.testing.assert_allclose(other_scale, scale, rtol=SCALE_RTOL, err_msg=str(index))
+        assert np.abs(other_zero_point - zero_point).max(initial=0) <= 1, index
+        if values is not None:  # int8 constants: within one step of the shipped ones
+            assert np.abs(other_values - values).max(initial=0) <= 1, index
+
+
+# Relative difference allowed between the int8 scales of a fresh export and the shipped file:
+# calibration ranges are float results (oneDNN or not), chosen by least quantization error.
+SCALE_RTOL = 0.01
+
+
+def _quantization(path):
+    """{tensor index: (scales, zero points, int8 constant values or None)} of a .tflite file."""
+    model = flatbuffer.read(Path(path).read_bytes())
+    result = {}
+    for index, tensor in enumerate(model.subgraphs[0].tensors):
+        q = tensor.quantization
+        if q is None or q.scale is None or len(q.scale) == 0:
+            continue
+        content = flatbuffer.tensor_bytes(model, tensor)
+        values = (np.frombuffer(content, np.int8).astype(np.int32)
+                  if content and flatbuffer.type_name(tensor.type) == "int8" else None)
+        result[index] = (np.asarray(q.scale, np.float64), np.asarray(q.zeroPoint, np.int64),
+                         values)
+    return result
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("row", _shipped_rows(), ids=lambda r: r["file"])
-def test_shipped_file_reaches_its_recorded_accuracy(row):
-    if data.prepared_counts(row["dataset"]) is None:
-        pytest.skip(f"{row['dataset']} is not prepared in TFDS (run `make data`)")
-    result = tflite.evaluate(SHIPPED / row["file"], row["dataset"], "test", progress=False)
-    assert result["images"] == row["test_images"]
-    assert abs(result["accuracy"] - row["accuracy"]) <= 0.02, result
+def test_shipped_file_reaches_its_recorded_accuracy(row, test_set, litert_test_predictions):
+    """The manifest's accuracy of each shipped file is re-measured on the full test set
+    (LiteRT's kernels do not depend on TF_ENABLE_ONEDNN_OPTS)."""
+    _, labels = test_set(row["dataset"])
+    assert len(labels) == row["test_images"]
+    accuracy = _accuracy(litert_test_predictions(SHIPPED / row["file"], row["dataset"]), labels)
+    assert abs(accuracy - row["accuracy"]) <= 0.02, (accuracy, row["accuracy"])
 
 
 def test_generic_reused_block_keeps_one_kernel_and_equals_keras(cifar10_images, tmp_path):

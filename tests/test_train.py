@@ -8,7 +8,6 @@ test_train_distributed.py and test_train_resume.py.
 import argparse
 import hashlib
 import json
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -26,24 +25,12 @@ from lru_keras.train import config as train_config
 from lru_keras.train import callbacks, distribute, run_dir
 from lru_keras.zoo import LruNet
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _shared(file_name):
-    path = SHARED_DATA / file_name
-    if not path.is_file():
-        pytest.skip(f"real data file {path} is absent (the shared data dir is not beside the "
-                    f"repository)")
-    with np.load(path) as arrays:
-        return arrays["x"], arrays["y"].astype(np.int64)
-
-
 @pytest.fixture(scope="module")
-def fashion_dir(tmp_path_factory):
+def fashion_dir(tmp_path_factory, test_set):
     """TFDS dir with real Fashion-MNIST: 2,500 training images (2,000 train + 500 to hold
     out) and 1,000 test images, as they come in the shared files (classes mixed)."""
-    x, y = _shared("fashion_mnist_train.npz")
-    x_test, y_test = _shared("fashion_mnist_test.npz")
+    x, y = test_set("fashion_mnist_train.npz")
+    x_test, y_test = test_set("fashion_mnist")
     target = tmp_path_factory.mktemp("tfds_fashion")
     data.import_arrays("fashion_mnist", "train", x[:2500], y[:2500], target)
     data.import_arrays("fashion_mnist", "test", x_test[:1000], y_test[:1000], target)
@@ -51,10 +38,10 @@ def fashion_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sorted_dir(tmp_path_factory):
+def sorted_dir(tmp_path_factory, test_set):
     """TFDS dir whose training split is sorted by class, as the imported CIFAR splits are:
     100 real Fashion-MNIST images of each class in label order; test: 100 images."""
-    x, y = _shared("fashion_mnist_train.npz")
+    x, y = test_set("fashion_mnist_train.npz")
     rows = np.concatenate([np.flatnonzero(y == label)[:100] for label in range(10)])
     target = tmp_path_factory.mktemp("tfds_sorted")
     data.import_arrays("fashion_mnist", "train", x[rows], y[rows], target)

@@ -19,7 +19,6 @@ import pytest
 from lru_keras import data
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 TIMEOUT = 240
 
 
@@ -30,20 +29,11 @@ def _env(**extra):
     return env
 
 
-def _shared(file_name):
-    path = SHARED_DATA / file_name
-    if not path.is_file():
-        pytest.skip(f"real data file {path} is absent (the shared data dir is not beside the "
-                    f"repository)")
-    with np.load(path) as arrays:
-        return arrays["x"], arrays["y"].astype(np.int64)
-
-
 @pytest.fixture(scope="module")
-def fashion_dir(tmp_path_factory):
+def fashion_dir(tmp_path_factory, test_set):
     """TFDS dir with 700 real Fashion-MNIST training images and 200 test images."""
-    x, y = _shared("fashion_mnist_train.npz")
-    x_test, y_test = _shared("fashion_mnist_test.npz")
+    x, y = test_set("fashion_mnist_train.npz")
+    x_test, y_test = test_set("fashion_mnist")
     target = tmp_path_factory.mktemp("tfds_fashion")
     data.import_arrays("fashion_mnist", "train", x[:700], y[:700], target)
     data.import_arrays("fashion_mnist", "test", x_test[:200], y_test[:200], target)
@@ -119,7 +109,7 @@ def _result(completed):
 
 
 @pytest.mark.slow
-def test_mirrored_over_two_cpu_devices_matches_single_device_training(fashion_dir, tmp_path):
+def test_mirrored_over_two_cpu_devices_matches_single_device_training(tmp_path):
     completed = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True,
                                text=True, timeout=TIMEOUT, env=_env(), cwd=tmp_path)
     result = _result(completed)

@@ -10,14 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from lru_keras import data
 from lru_keras.train import make_schedule, run_dir
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 EPOCHS, BATCH, TRAIN_IMAGES = 4, 50, 2000
 STEPS = TRAIN_IMAGES // BATCH
 
@@ -47,16 +45,13 @@ sys.exit(main(sys.argv[2:]))
 
 
 @pytest.fixture(scope="module")
-def fashion_dir(tmp_path_factory):
+def fashion_dir(tmp_path_factory, test_set):
     """TFDS dir with 2,200 real Fashion-MNIST training images and 200 test images."""
-    paths = [SHARED_DATA / "fashion_mnist_train.npz", SHARED_DATA / "fashion_mnist_test.npz"]
-    for path in paths:
-        if not path.is_file():
-            pytest.skip(f"real data file {path} is absent")
-    with np.load(paths[0]) as train, np.load(paths[1]) as test:
-        target = tmp_path_factory.mktemp("tfds_fashion")
-        data.import_arrays("fashion_mnist", "train", train["x"][:2200], train["y"][:2200], target)
-        data.import_arrays("fashion_mnist", "test", test["x"][:200], test["y"][:200], target)
+    x, y = test_set("fashion_mnist_train.npz")
+    x_test, y_test = test_set("fashion_mnist")
+    target = tmp_path_factory.mktemp("tfds_fashion")
+    data.import_arrays("fashion_mnist", "train", x[:2200], y[:2200], target)
+    data.import_arrays("fashion_mnist", "test", x_test[:200], y_test[:200], target)
     return target
 
 

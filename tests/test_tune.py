@@ -298,7 +298,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_search_with_a_chief_and_two_workers_on_localhost(fashion_dir, tmp_path):
+    """Three TensorFlow processes (chief and two workers): the full tier only. How the 4
+    trials split between the workers depends on scheduling, so only the split's union and
+    disjointness are asserted."""
     project = tmp_path / "p"
     argv = _cli_args(project, fashion_dir, "--max-trials", "4", "--reuse", "1,2",
                      "--width", "0.125,0.25", "--shuffle", "on",
@@ -325,7 +329,6 @@ def test_distributed_search_with_a_chief_and_two_workers_on_localhost(fashion_di
     assert chief["role"] == "chief" and chief["trials_run"] == []
     assert [w["role"] for w in workers] == ["worker", "worker"]
     ran = [set(w["trials_run"]) for w in workers]
-    assert all(ran), f"each worker should run trials: {ran}"
     assert not ran[0] & ran[1] and ran[0] | ran[1] == {"0", "1", "2", "3"}
 
     rows = chief["rows"]
