@@ -174,12 +174,17 @@ def test_cli_qat_bad_arguments_exit_2_naming_the_argument(argv, words, capsys, t
     assert list(tmp_path.iterdir()) == []
 
 
-# The QAT guard below, measured by bench/qat_bench.py (`--weights lrunet1_1x.cifar10`, seeds
-# 0-2, TF_ENABLE_ONEDNN_OPTS=0 and =1; bench/results/qat_bench.lrunet1_1x.cifar10.md).
-# Agreement: share of the 10,000 CIFAR-10 test images on which the int8 file predicts the
-# published float model's class.
-GUARD_MEASURED = {}
-GUARD_MIN_AGREEMENT = None
+# The QAT guard below, from bench/qat_bench.py (`--weights lrunet1_1x.cifar10 --seed 0 1`,
+# TF_ENABLE_ONEDNN_OPTS=0 and =1, 2-core AMD EPYC with AVX-512;
+# bench/results/qat_bench.lrunet1_1x.cifar10.md), full CIFAR-10 test set. Agreement: share of
+# the 10,000 images on which the int8 file predicts the published float model's class.
+#   post-training int8:      83.76, agreement 97.58 (both settings)
+#   QAT, oneDNN off, seed 0: 83.72, agreement 97.47;  seed 1: 83.62, 97.59
+#   QAT, oneDNN on,  seed 0: 83.89, agreement 97.65;  seed 1: 83.70, 97.65
+# The bounds sit 47 images (agreement) and 36 images (accuracy against post-training) under
+# the lowest of these.
+GUARD_MIN_AGREEMENT = 97.0
+GUARD_MAX_LOSS_TO_POST_TRAINING = 0.5
 
 
 @pytest.mark.slow
@@ -187,9 +192,9 @@ def test_qat_guard_on_the_published_1_lrunet(tmp_path, test_set, keras_test_pred
                                              int8_exports, litert_test_predictions,
                                              prepared_datasets):
     """The default QAT recipe on the published 1-LruNet-1x (CIFAR-10) gives a full-integer
-    file, kernels shared, that predicts like its float model at least as often as the bound
-    measured on both oneDNN settings allows, and scores within a point of post-training
-    int8 measured in the same run. (The 14-reuse acceptance numbers are a benchmark:
+    file, kernels shared, that predicts like its float model at least as often as the
+    measurements on both oneDNN settings allow, and scores within half a point of the
+    post-training int8 file measured in the same run. (The 14-reuse acceptance numbers are a benchmark:
     bench/qat_bench.py, bench/results/qat_bench.lrunet14_1x.cifar10.md.)"""
     path = tmp_path / "lrunet1.qat.int8.tflite"
     spec, _ = tflite.quantize_aware(LruNet(reuse=1, weights="cifar10"), "cifar10", path)
@@ -209,4 +214,5 @@ def test_qat_guard_on_the_published_1_lrunet(tmp_path, test_set, keras_test_pred
     print(f"QAT int8 {qat_accuracy:.2f} (agreement {agreement:.2f}), "
           f"post-training int8 {ptq_accuracy:.2f}")
     assert agreement >= GUARD_MIN_AGREEMENT, agreement
-    assert qat_accuracy >= ptq_accuracy - 1.0, (qat_accuracy, ptq_accuracy)
+    assert qat_accuracy >= ptq_accuracy - GUARD_MAX_LOSS_TO_POST_TRAINING, (qat_accuracy,
+                                                                            ptq_accuracy)
