@@ -34,6 +34,7 @@ import keras
 import numpy as np
 
 from conv_floor import conv_floor
+from machine import cpu_model
 from timing import call_seconds
 from lru_keras.layers.reuse import LRUBlock, Reused
 from lru_keras.zoo import LruNet
@@ -172,7 +173,7 @@ def run_child(onednn, reuses, repeats):
 def write_report(results, bounds, out):
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "cpu": _cpu_model(), "keras": keras.__version__,
+                    "cpu": cpu_model(), "keras": keras.__version__,
                     "backend": keras.backend.backend()},
         "goals_14_lrunet_1x": {"inference_images_per_s": 400, "train_images_per_s": 150},
         "results": results,
@@ -203,13 +204,6 @@ def write_report(results, bounds, out):
               for b in bounds]
     (out / "keras_throughput.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _cpu_model():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main():

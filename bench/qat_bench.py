@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from machine import cpu_model
+
 ROW = "ROW "  # prefix of a result line on a child's stdout
 
 
@@ -112,11 +114,11 @@ def run_child(onednn, args, on_row):
 def write_results(out, weights, rows):
     """bench/results/qat_bench.<weights>.json and .md with the rows measured so far."""
     out.mkdir(parents=True, exist_ok=True)
-    result = {"weights": weights, "machine": platform.platform(), "cpu": _cpu_model(),
+    result = {"weights": weights, "machine": platform.platform(), "cpu": cpu_model(),
               "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "results": rows}
     (out / f"qat_bench.{weights}.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"`{weights}`, full test set; agreement: share of test images on which the model "
-             f"predicts the published float model's class. {_cpu_model()}, "
+             f"predicts the published float model's class. {cpu_model()}, "
              f"{os.cpu_count()} cores, {result['date']}.", "",
              "| oneDNN | method | seed | fine-tune (s) | size (MB) | float after fine-tune | "
              "accuracy | agreement with float |", "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -129,13 +131,6 @@ def write_results(out, weights, rows):
                      f"{size} | {finetuned} | {row['accuracy']:.2f} | "
                      f"{row['agreement_with_float']:.2f} |")
     (out / f"qat_bench.{weights}.md").write_text("\n".join(lines) + "\n")
-
-
-def _cpu_model():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main():

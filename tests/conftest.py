@@ -103,6 +103,27 @@ def test_set(shared_arrays):
 
 
 @pytest.fixture(scope="session")
+def fashion_mnist_dir(tmp_path_factory, test_set):
+    """Loader: (training images, test images) -> a TFDS data dir holding the first that many
+    real Fashion-MNIST images of each shared split (classes mixed), made once per run."""
+    cache = {}
+
+    def make(train, test):
+        if (train, test) not in cache:
+            from lru_keras import data
+
+            x, y = test_set("fashion_mnist_train.npz")
+            x_test, y_test = test_set("fashion_mnist")
+            target = tmp_path_factory.mktemp(f"tfds_fashion_{train}_{test}")
+            data.import_arrays("fashion_mnist", "train", x[:train], y[:train], target)
+            data.import_arrays("fashion_mnist", "test", x_test[:test], y_test[:test], target)
+            cache[train, test] = target
+        return cache[train, test]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def cifar10_images():
     """64 real CIFAR-10 test images (every 7th of the bundled sample, all classes) and labels.
 

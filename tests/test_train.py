@@ -26,15 +26,10 @@ from lru_keras.train import callbacks, distribute, run_dir
 from lru_keras.zoo import LruNet
 
 @pytest.fixture(scope="module")
-def fashion_dir(tmp_path_factory, test_set):
+def fashion_dir(fashion_mnist_dir):
     """TFDS dir with real Fashion-MNIST: 2,500 training images (2,000 train + 500 to hold
     out) and 1,000 test images, as they come in the shared files (classes mixed)."""
-    x, y = test_set("fashion_mnist_train.npz")
-    x_test, y_test = test_set("fashion_mnist")
-    target = tmp_path_factory.mktemp("tfds_fashion")
-    data.import_arrays("fashion_mnist", "train", x[:2500], y[:2500], target)
-    data.import_arrays("fashion_mnist", "test", x_test[:1000], y_test[:1000], target)
-    return target
+    return fashion_mnist_dir(2500, 1000)
 
 
 @pytest.fixture(scope="module")

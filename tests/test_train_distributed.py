@@ -16,7 +16,6 @@ import h5py
 import numpy as np
 import pytest
 
-from lru_keras import data
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 240
@@ -30,14 +29,9 @@ def _env(**extra):
 
 
 @pytest.fixture(scope="module")
-def fashion_dir(tmp_path_factory, test_set):
+def fashion_dir(fashion_mnist_dir):
     """TFDS dir with 700 real Fashion-MNIST training images and 200 test images."""
-    x, y = test_set("fashion_mnist_train.npz")
-    x_test, y_test = test_set("fashion_mnist")
-    target = tmp_path_factory.mktemp("tfds_fashion")
-    data.import_arrays("fashion_mnist", "train", x[:700], y[:700], target)
-    data.import_arrays("fashion_mnist", "test", x_test[:200], y_test[:200], target)
-    return target
+    return fashion_mnist_dir(700, 200)
 
 
 MIRRORED_SCRIPT = r"""

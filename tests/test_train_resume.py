@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from lru_keras import data
 from lru_keras.train import make_schedule, run_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,14 +44,9 @@ sys.exit(main(sys.argv[2:]))
 
 
 @pytest.fixture(scope="module")
-def fashion_dir(tmp_path_factory, test_set):
+def fashion_dir(fashion_mnist_dir):
     """TFDS dir with 2,200 real Fashion-MNIST training images and 200 test images."""
-    x, y = test_set("fashion_mnist_train.npz")
-    x_test, y_test = test_set("fashion_mnist")
-    target = tmp_path_factory.mktemp("tfds_fashion")
-    data.import_arrays("fashion_mnist", "train", x[:2200], y[:2200], target)
-    data.import_arrays("fashion_mnist", "test", x_test[:200], y_test[:200], target)
-    return target
+    return fashion_mnist_dir(2200, 200)
 
 
 @pytest.mark.slow

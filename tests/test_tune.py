@@ -44,15 +44,9 @@ TRAINING = dict(dataset="fashion_mnist", epochs=1, batch_size=64, validation=100
 
 
 @pytest.fixture(scope="module")
-def fashion_dir(tmp_path_factory, test_set):
-    """TFDS dir with 400 real Fashion-MNIST training images and 100 test images (the shared
-    files, loaded by conftest's `test_set`, which takes any file of ../shared/data)."""
-    x, y = test_set("fashion_mnist_train.npz")
-    x_test, y_test = test_set("fashion_mnist")
-    target = tmp_path_factory.mktemp("tfds_fashion")
-    data.import_arrays("fashion_mnist", "train", x[:400], y[:400], target)
-    data.import_arrays("fashion_mnist", "test", x_test[:100], y_test[:100], target)
-    return target
+def fashion_dir(fashion_mnist_dir):
+    """TFDS dir with 400 real Fashion-MNIST training images and 100 test images."""
+    return fashion_mnist_dir(400, 100)
 
 
 @pytest.fixture(scope="module")
