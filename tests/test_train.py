@@ -473,6 +473,10 @@ def _cosine(a, b):
 # cancels most of the incoming gradient (the head_bn input): float16 moves the weights in
 # nearly the same direction (cosine ~0.975 after 3 steps), bfloat16 (8-bit
 # mantissa) cosine ~0.95; the classifier's own update agrees to ~2.5% / ~7%.
+# bfloat16 against float32, 3 steps, measured on three sets of 64 real CIFAR-10 images with
+# TF_ENABLE_ONEDNN_OPTS=0 and =1 (2-core AMD EPYC with AVX-512 and avx512_bf16): first loss
+# (forward pass only) within 0.28%, later losses within 6.2% (the steps compound the
+# rounding), update cosine 0.923-0.972, classifier update 2.2-7.8% apart.
 
 
 def test_mixed_bfloat16_training_matches_float32_for_a_few_steps(cifar10_images):
@@ -480,9 +484,10 @@ def test_mixed_bfloat16_training_matches_float32_for_a_few_steps(cifar10_images)
     losses16, updates16, model = _few_steps("mixed_bfloat16", cifar10_images)
     assert model.get_layer("stage1").compute_dtype == "bfloat16"
     assert all(v.dtype == "float32" for v in model.weights)  # variables stay float32
-    np.testing.assert_allclose(losses16, losses32, rtol=0.03)
-    assert _cosine(updates32, updates16) > 0.9
-    assert _relative_difference(updates32[-2:], updates16[-2:]) < 0.1  # classifier
+    np.testing.assert_allclose(losses16[0], losses32[0], rtol=0.01)
+    np.testing.assert_allclose(losses16, losses32, rtol=0.1)
+    assert _cosine(updates32, updates16) > 0.85
+    assert _relative_difference(updates32[-2:], updates16[-2:]) < 0.15  # classifier
 
 
 def test_mixed_float16_training_with_loss_scaling_matches_float32(cifar10_images, monkeypatch):
