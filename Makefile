@@ -34,7 +34,12 @@ data: $(VENV)/.installed
 test: $(VENV)/.installed data
 	$(PY) -m pytest -m "not slow" -ra --durations=20 tests
 
-check: $(VENV)/.installed data
+# The JAX and torch backends, for the full tier's layer tests under every backend.
+$(VENV)/.backends: $(VENV)/.installed
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,backends]'
+	touch $@
+
+check: $(VENV)/.installed $(VENV)/.backends data
 	$(PY) -m pytest -ra --durations=40 tests
 
 bench: $(VENV)/.installed

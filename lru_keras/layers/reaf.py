@@ -337,7 +337,8 @@ class REAFPlusNormalization(keras.layers.Layer):
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.batch_norm = keras.layers.BatchNormalization(
-            momentum=self.momentum, epsilon=self.epsilon, name="batch_norm"
+            momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype_policy,
+            name="batch_norm",
         )
 
     def build(self, input_shape):

@@ -58,6 +58,13 @@ class Reused(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._set_reuse(layers, times, residual, activation, shuffle, norm_momentum,
+                        norm_epsilon)
+
+    def _set_reuse(self, layers, times, residual, activation, shuffle, norm_momentum,
+                   norm_epsilon):
+        """Stores the reuse arguments and creates the per-call BatchNorms, in this layer's
+        dtype policy (after `Layer.__init__`, as Keras's composite layers do)."""
         self.reused_layers = list(layers) if isinstance(layers, (list, tuple)) else [layers]
         self.times = require_positive_int("times", times)
         self.residual = bool(residual)
@@ -68,7 +75,8 @@ class Reused(keras.layers.Layer):
         # norms[i * len(layers) + j] follows layer j at reuse i.
         self.norms = [
             FusedBatchNormalization(
-                momentum=norm_momentum, epsilon=norm_epsilon, name=f"bn_{i}_{j}"
+                momentum=norm_momentum, epsilon=norm_epsilon, dtype=self.dtype_policy,
+                name=f"bn_{i}_{j}",
             )
             for i in range(self.times)
             for j in range(len(self.reused_layers))
@@ -98,12 +106,15 @@ class Reused(keras.layers.Layer):
         for i in range(self.times):
             y = x
             for j, layer in enumerate(self.reused_layers):
-                y = self.norm(i, j)(layer(y, training=training), training=training)
+                # Wrapped layers (and the shuffle) may compute in another dtype than this
+                # layer's policy; the reuse chain stays in this layer's compute dtype.
+                y = ops.cast(layer(y, training=training), self.compute_dtype)
+                y = self.norm(i, j)(y, training=training)
             if self.residual:
                 y = y + x
             x = self.activation(y)
             if self.shuffle is not None and i < self.times - 1:
-                x = self.shuffle(x)
+                x = ops.cast(self.shuffle(x), self.compute_dtype)
         return x
 
     def compute_output_shape(self, input_shape):
@@ -153,24 +164,30 @@ class LRUBlock(Reused):
     def __init__(
         self, filters, reuse, groups=8, depth_multiplier=2, kernel_size=3, shuffle=True, **kwargs
     ):
+        # Layer.__init__ first: the sublayers take this block's dtype policy.
+        keras.layers.Layer.__init__(self, **kwargs)
         self.filters = require_positive_int("filters", filters)
         self.groups = require_positive_int("groups", groups)
         self.depth_multiplier = require_positive_int("depth_multiplier", depth_multiplier)
         self.kernel_size = require_positive_int("kernel_size", kernel_size)
         if filters % groups:
             raise ValueError(f"LRUBlock: groups={groups} must divide filters={filters}.")
+        policy = self.dtype_policy
         self.depthwise = keras.layers.DepthwiseConv2D(
             kernel_size, depth_multiplier=depth_multiplier, padding="same", use_bias=False,
-            name="dw",
+            dtype=policy, name="dw",
         )
-        self.pointwise = GroupedPointwiseConv2D(filters, groups=groups, use_bias=False, name="pw")
-        super().__init__(
-            layers=[self.depthwise, self.pointwise],
-            times=reuse,
+        self.pointwise = GroupedPointwiseConv2D(
+            filters, groups=groups, use_bias=False, dtype=policy, name="pw"
+        )
+        self._set_reuse(
+            [self.depthwise, self.pointwise],
+            reuse,
             residual=True,
             activation="relu",
-            shuffle=ChannelShuffle(2, swap_halves=True) if shuffle else None,
-            **kwargs,
+            shuffle=ChannelShuffle(2, swap_halves=True, dtype=policy) if shuffle else None,
+            norm_momentum=BN_MOMENTUM,
+            norm_epsilon=BN_EPSILON,
         )
 
     def build(self, input_shape):
@@ -240,12 +257,14 @@ class LRUBlock(Reused):
 
     def _physical_kernels(self, i):
         """Depthwise (multiplier 1, on the tiled input) and grouped 1x1 kernels in reuse i's
-        physical channel order."""
+        physical channel order, in float32 (the BatchNorm folding is done in float32 under
+        every dtype policy; callers cast the result to the compute dtype)."""
         depthwise_index, _, pointwise_index = self.expanded[i]
-        kernel = self.depthwise.kernel
+        kernel = ops.cast(self.depthwise.kernel, "float32")
         dw = ops.reshape(kernel, (*kernel.shape[:2], -1))
         dw = ops.expand_dims(ops.take(dw, depthwise_index, axis=2), -1)
-        pw = ops.take(ops.reshape(self.pointwise.kernel, (-1,)), pointwise_index)
+        pw = ops.cast(self.pointwise.kernel, "float32")
+        pw = ops.take(ops.reshape(pw, (-1,)), pointwise_index)
         return dw, ops.reshape(pw, self.pointwise.kernel.shape)
 
     def _reuse_inference(self, i, x):

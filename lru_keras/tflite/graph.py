@@ -316,7 +316,7 @@ def export_model(model, share_weights=True, equalize=None, form=None, silence_de
     after_shared = set(id(layer) for layer in norms_after_shared_convs(model))
 
     def clone(layer):
-        config = layer.get_config()
+        config = float32_config(layer.get_config())
         if id(layer) in after_shared:
             return ExportBatchNormalization.from_config(config)
         if isinstance(layer, LRUBlock):
@@ -341,6 +341,31 @@ def export_model(model, share_weights=True, equalize=None, form=None, silence_de
         elif isinstance(layer, (ExportLRUBlock, ExportReused, ExportBatchNormalization)):
             layer.freeze(form, equalize)
     return copy
+
+
+HALF_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
+
+
+def float32_config(config):
+    """A layer config with every half-precision dtype policy (nested layers' too) replaced by
+    float32: a model trained under mixed precision exports as a float32 graph, which the
+    converter then stores in the requested precision."""
+    if isinstance(config, list):
+        return [float32_config(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    out = {key: float32_config(value) for key, value in config.items()}
+    policy = out.get("dtype")
+    if isinstance(policy, (str, dict)) and _policy_name(policy) in HALF_PRECISION_POLICIES:
+        out["dtype"] = "float32"
+    return out
+
+
+def _policy_name(policy):
+    if isinstance(policy, str):
+        return policy
+    return policy.get("config", {}).get("name") if policy.get("class_name") == "DTypePolicy" \
+        else None
 
 
 def _is_functional(model):
