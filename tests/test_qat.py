@@ -140,6 +140,7 @@ def test_a_child_that_does_not_finish_is_reported_and_leaves_no_file(lrunet1, tm
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # the library path it drives is in the fast tier
 def test_cli_qat_writes_the_file_and_prints_its_spec(tmp_path, capsys, prepared_datasets):
     out = tmp_path / "lrunet1.qat.tflite"
     weights = tmp_path / "finetuned.weights.h5"

@@ -338,6 +338,7 @@ def test_distributed_search_with_a_chief_and_two_workers_on_localhost(fashion_di
 
 # --- Command line -----------------------------------------------------------------------------
 
+@pytest.mark.slow  # the library path it drives is in the fast tier
 def test_cli_hyperband_search_continues_its_best_trial_and_prints_the_table(
         fashion_dir, tmp_path, capsys):
     project = tmp_path / "p"

@@ -118,8 +118,8 @@ def export(model, path, quantization="float32", representative_data=None, *,
         silence_dead=quantization in ("int8", "dynamic"))
     content = convert.convert(export_graph, quantization, images, ranges=ranges)
     tflite = flatbuffer.read(content)
-    flatbuffer.share_zero_biases(tflite)
     flatbuffer.deduplicate_constants(tflite)
+    flatbuffer.separate_shared_kernel_biases(tflite)
     flatbuffer.strip_unused(tflite)
     flatbuffer.strip_shape_signatures(tflite)
     if strip_names:

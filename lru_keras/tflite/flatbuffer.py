@@ -1,17 +1,12 @@
 """Reading, checking and tidying .tflite flatbuffers (no interpreter, no TensorFlow needed).
 
 The LiteRT schema's object API (`ai_edge_litert.schema_py_generated`) unpacks a model into
-plain Python objects; this module reads the op list from it and applies three size-only
-rewrites after conversion, none of which changes a computed value:
+plain Python objects; this module reads the op list from it and applies rewrites after
+conversion, none of which changes a computed value:
 
-- `share_zero_biases`: the converter gives every CONV_2D / DEPTHWISE_CONV_2D call its own
-  all-zero bias tensor, and in int8 each of those carries per-channel quantization parameters
-  (a float scale and an int64 zero point per channel). For a kernel shared by 14 reuses that
-  was most of an int8 file (../shared/notes/stack.md: ~0.54 MB of quantization parameters and
-  ~0.17 MB of int32 zeros in a 0.89 MB file). All calls of one kernel now read one zero bias.
-  The runtime kernels (builtin and XNNPACK) add bias values and never read bias scales, so the
-  outputs are bit-identical (tests check it); a missing bias is not an option, the builtin
-  DEPTHWISE_CONV_2D refuses an omitted bias input.
+- `separate_shared_kernel_biases`: every conv op reading a shared int8 kernel gets a bias
+  buffer of its own, which XNNPACK's weight cache needs to pack each op's requantization
+  scales (see the function).
 - `deduplicate_constants`: constant tensors with identical type, shape, quantization and
   bytes become one tensor.
 - `strip_unused`: tensors and buffers nothing refers to any more are dropped, indices renumbered.
@@ -20,6 +15,7 @@ rewrites after conversion, none of which changes a computed value:
 """
 
 import collections
+import copy as copy_module
 import dataclasses
 import json
 
@@ -49,9 +45,27 @@ def read(content):
 
 
 def write(model):
-    """Packs a `schema.ModelT` back into .tflite bytes."""
+    """Packs a `schema.ModelT` back into .tflite bytes, each distinct set of quantization
+    parameters once: tensors with equal parameters refer to one table (a flatbuffer may refer
+    to a table from several places). The object API alone packs one copy per tensor, and the
+    per-channel parameters of int8 biases would then be most of a shared-kernel file."""
     builder = flatbuffers.Builder(1 << 20)
-    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    packed = {}
+    pack = schema.QuantizationParametersT.Pack
+
+    def pack_once(quantization, builder):
+        key = (_quant_key(quantization), quantization.detailsType)
+        if quantization.details is not None:  # custom details: never merged
+            return pack(quantization, builder)
+        if key not in packed:
+            packed[key] = pack(quantization, builder)
+        return packed[key]
+
+    schema.QuantizationParametersT.Pack = pack_once
+    try:
+        builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    finally:
+        schema.QuantizationParametersT.Pack = pack
     return bytes(builder.Output())
 
 
@@ -152,30 +166,53 @@ def size_breakdown(model):
     }
 
 
-def share_zero_biases(model):
-    """Makes every conv op reading the same weight tensor read one all-zero bias tensor, when
-    each of their biases is all zero. Returns the number of ops rewired."""
-    rewired = 0
+def separate_shared_kernel_biases(model):
+    """Gives every conv op that reads a shared int8 kernel a bias buffer of its own. Returns
+    the number of bias tensors added.
+
+    XNNPACK's weight cache (what apps enable to start faster: LiteRT's
+    `CpuOptions(xnnpack_weight_cache_path=...)`) finds an op's packed weights by the identity
+    of its kernel and bias buffers, but for int8 the packed data also holds that op's
+    requantization scales. Reuses reading one kernel and one bias buffer got one packing,
+    the first op's scales, and wrong outputs (14-LruNet-1x int8: 0 of 20 predictions as
+    without the cache). With a bias buffer per op each reuse is packed for itself; the kernel
+    stays one tensor. Float kernels have no per-op scales and keep their biases as converted.
+
+    When the biases of a shared kernel are all zero (kernel sharing keeps BatchNorms apart),
+    every op gets a copy of the first op's bias tensor: the converter gave each op
+    per-channel bias scales of its own (a float scale and an int64 zero point per channel),
+    which no runtime kernel reads (bias values are added as they are; tests compare outputs
+    bit for bit), and equal parameters are stored once by `write`.
+    """
+    added = 0
     for s, graph in enumerate(model.subgraphs):
-        by_weight = collections.defaultdict(list)
+        by_kernel = collections.defaultdict(list)
         for op_info, op in zip(operators(model, s), graph.operators or []):
-            if op_info.name in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op_info.inputs) > 2:
-                by_weight[op_info.inputs[1]].append(op)
-        for ops in by_weight.values():
-            biases = [int(op.inputs[2]) for op in ops]
-            if len(set(biases)) < 2 or any(b < 0 for b in biases):
+            if (op_info.name in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op_info.inputs) > 2
+                    and op_info.inputs[2] >= 0):
+                by_kernel[op_info.inputs[1]].append(op)
+        buffers_in_use = set()
+        for kernel, ops in by_kernel.items():
+            if len(ops) < 2 or type_name(graph.tensors[kernel].type) != "int8":
                 continue
-            tensors = [graph.tensors[b] for b in biases]
-            if not all(_is_zero_constant(model, t) and t.type == tensors[0].type
-                       and list(t.shape) == list(tensors[0].shape) for t in tensors):
-                continue
-            for op in ops:
+            biases = [graph.tensors[int(op.inputs[2])] for op in ops]
+            all_zero = all(_is_zero_constant(model, b) and b.type == biases[0].type
+                           and list(b.shape) == list(biases[0].shape) for b in biases)
+            for op, bias in zip(ops, biases):
+                template = biases[0] if all_zero else bias
+                if template is bias and bias.buffer not in buffers_in_use:
+                    buffers_in_use.add(bias.buffer)
+                    continue
+                copy = copy_module.deepcopy(template)
+                copy.buffer = len(model.buffers)
+                model.buffers.append(copy_module.deepcopy(model.buffers[template.buffer]))
+                buffers_in_use.add(copy.buffer)
                 inputs = np.array(op.inputs, dtype=np.int32)
-                if inputs[2] != biases[0]:
-                    inputs[2] = biases[0]
-                    rewired += 1
+                inputs[2] = len(graph.tensors)
+                graph.tensors.append(copy)
                 op.inputs = inputs
-    return rewired
+                added += 1
+    return added
 
 
 def deduplicate_constants(model):
@@ -257,16 +294,24 @@ def strip_names(model):
                 tensor.name = b""
 
 
+SIGNATURE_KEY = "serving_default"
+
+
 def rename_io(model, input_name, output_name):
-    """Names the (single) input and output tensor, and their signature entries."""
+    """Names the (single) input and output tensor and makes them the one signature,
+    `serving_default` (what `get_signature_runner()`, LiteRT's CompiledModel and TensorFlow
+    users look a model up by; the converter writes none for a concrete function)."""
     graph = model.subgraphs[0]
-    names = {int(graph.inputs[0]): input_name, int(graph.outputs[0]): output_name}
-    for index, name in names.items():
-        graph.tensors[index].name = name
-    for signature in model.signatureDefs or []:
-        for entry in (signature.inputs or []) + (signature.outputs or []):
-            if entry.tensorIndex in names:
-                entry.name = names[entry.tensorIndex]
+    inputs, outputs = int(graph.inputs[0]), int(graph.outputs[0])
+    graph.tensors[inputs].name = input_name
+    graph.tensors[outputs].name = output_name
+    signature = schema.SignatureDefT()
+    signature.signatureKey = SIGNATURE_KEY
+    signature.subgraphIndex = 0
+    signature.inputs, signature.outputs = [schema.TensorMapT()], [schema.TensorMapT()]
+    signature.inputs[0].name, signature.inputs[0].tensorIndex = input_name, inputs
+    signature.outputs[0].name, signature.outputs[0].tensorIndex = output_name, outputs
+    model.signatureDefs = [signature]
 
 
 def float_activations(model):

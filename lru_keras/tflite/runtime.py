@@ -145,6 +145,40 @@ def evaluate_arrays(path, images, labels, *, dataset="arrays", split="given", ba
     return _run(classifier, batches, len(labels), dataset, split, progress)
 
 
+def compiled_model_outputs(path, inputs, *, weight_cache=None, num_threads=1):
+    """Raw outputs of a .tflite run by LiteRT's CompiledModel API on the CPU, as apps run it.
+
+    Args:
+        path: the .tflite file.
+        inputs: raw input tensors, already in the model's input dtype (e.g. from
+            `TFLiteClassifier.quantize_input`), one image per row; run one at a time.
+        weight_cache: None, or the file XNNPACK's weight cache is written to on first use and
+            reloaded from afterwards (`CpuOptions(xnnpack_weight_cache_path=...)`, what
+            Android apps enable to start faster).
+        num_threads: CPU threads.
+    """
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.cpu_options import CpuOptions
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+    from ai_edge_litert.options import Options
+
+    options = Options(hardware_accelerators=HardwareAccelerator.CPU,
+                      cpu_options=CpuOptions(num_threads=num_threads,
+                                             xnnpack_weight_cache_path=os.fspath(
+                                                 weight_cache or "")))
+    model = CompiledModel.from_file(os.fspath(path), options=options)
+    inputs_buffers, output_buffers = model.create_input_buffers(0), model.create_output_buffers(0)
+    output = model.get_output_tensor_details(model.get_signature_by_index(0)["key"])
+    details = next(iter(output.values()))
+    dtype, size = np.dtype(details["dtype"]), int(np.prod(details["shape"]))
+    rows = []
+    for row in np.asarray(inputs):
+        inputs_buffers[0].write(row[None])
+        model.run_by_index(0, inputs_buffers, output_buffers)
+        rows.append(np.asarray(output_buffers[0].read(size, dtype)).reshape(details["shape"]))
+    return np.concatenate(rows)
+
+
 def _all_cores(num_threads):
     return len(os.sched_getaffinity(0)) if num_threads is None else num_threads
 
