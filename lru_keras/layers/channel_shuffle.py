@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from lru_keras.layers.validation import require_positive_int
+from lru_keras.validation import require_positive_int
 
 
 @keras.saving.register_keras_serializable(package="lru_keras")

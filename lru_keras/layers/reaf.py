@@ -65,7 +65,7 @@ from keras import ops
 
 from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
 from lru_keras.layers.tensorflow_grouped_conv import use_tensorflow_grouped_conv
-from lru_keras.layers.validation import require_choice, require_positive_int
+from lru_keras.validation import require_choice, require_positive_int
 
 IMPLEMENTATIONS = ("auto", "gather", "masked")
 

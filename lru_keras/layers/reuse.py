@@ -20,7 +20,7 @@ from lru_keras.layers.channel_shuffle import ChannelShuffle
 from lru_keras.layers.grouped_pointwise import GroupedPointwiseConv2D, grouped_pointwise_einsum
 from lru_keras.layers.shuffle_layout import expanded_indices, plan_shuffles
 from lru_keras.layers.tensorflow_grouped_conv import use_tensorflow_grouped_conv
-from lru_keras.layers.validation import require_positive_int
+from lru_keras.validation import require_positive_int
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as in the reference network.
 BN_MOMENTUM = 0.9

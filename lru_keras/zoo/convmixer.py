@@ -22,7 +22,7 @@ ConvMixer-283/4 112,644.
 import keras
 
 from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
-from lru_keras.layers.validation import require_choice, require_positive_int
+from lru_keras.validation import require_choice, require_positive_int
 from lru_keras.zoo import weights as weights_registry
 
 DEFAULT_INPUT_SHAPE = (32, 32, 3)

@@ -19,7 +19,7 @@ import keras
 
 from lru_keras.layers import GroupedPointwiseConv2D, LRUBlock
 from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
-from lru_keras.layers.validation import require_choice, require_positive_int
+from lru_keras.validation import require_choice, require_positive_int
 from lru_keras.zoo import weights as weights_registry
 
 STEM_FILTERS = 64

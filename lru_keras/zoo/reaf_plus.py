@@ -22,7 +22,7 @@ import keras
 
 from lru_keras.layers import GroupedPointwiseConv2D
 from lru_keras.layers.reaf import REAFPlusNormalization
-from lru_keras.layers.validation import require_choice, require_positive_int
+from lru_keras.validation import require_choice, require_positive_int
 from lru_keras.zoo import reaf_resnet
 from lru_keras.zoo.reaf_resnet import (
     DEFAULT_CLASSES, PLAIN, STRIDED_CONVS, batch_norm, check_common, classifier,

@@ -37,7 +37,7 @@ import keras
 from lru_keras.layers import GroupedPointwiseConv2D
 from lru_keras.layers.reaf import REAFConv2D, REAFPlusNormalization, parse_reaf_groups
 from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
-from lru_keras.layers.validation import require_choice, require_positive_int
+from lru_keras.validation import require_choice, require_positive_int
 from lru_keras.zoo import weights as weights_registry
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}

@@ -22,7 +22,7 @@ its own BatchNorm. The paper's figures (CIFAR-10): d8 baseline ~12.1M, d4 shared
 import keras
 
 from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
-from lru_keras.layers.validation import require_choice, require_positive_int
+from lru_keras.validation import require_choice, require_positive_int
 from lru_keras.zoo import weights as weights_registry
 
 STEM_FILTERS = 16
