@@ -30,6 +30,35 @@ TEST_SETS = {
 }
 
 
+def randomize_weights(target, seed, kernel_noise=0.0):
+    """Gives the BatchNorms of a layer or model non-trivial statistics and scales (their
+    initial values are identities, which hide mistakes in how BatchNorms are applied), and
+    adds N(0, `kernel_noise`) to every other weight. Returns `target`."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in target._flatten_layers():  # noqa: SLF001  (BatchNorms nested in blocks too)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            draws = {"gamma": lambda s: rng.uniform(0.5, 1.5, s),
+                     "beta": lambda s: rng.normal(0, 0.2, s),
+                     "moving_mean": lambda s: rng.normal(0, 0.2, s),
+                     "moving_variance": lambda s: rng.uniform(0.5, 2.0, s)}
+            for variable in layer.weights:
+                name = variable.path.rsplit("/", 1)[-1]
+                variable.assign(draws[name](tuple(variable.shape)).astype("float32"))
+        elif kernel_noise and layer._layers == []:  # noqa: SLF001  (leaf layers only)
+            for variable in layer.weights:
+                value = np.asarray(variable, np.float32)
+                variable.assign(value + rng.normal(0, kernel_noise, value.shape).astype("float32"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def randomize():
+    """`randomize_weights(target, seed, kernel_noise=0.0)` for tests (see its docstring)."""
+    return randomize_weights
+
+
 def pytest_sessionstart(session):
     if not SHARED.is_dir() and os.environ.get(ALLOW_NO_SHARED) != "1":
         pytest.exit(f"{SHARED} is absent: the test suite checks against the real data and "
