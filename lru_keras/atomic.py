@@ -39,7 +39,13 @@ def publish(temporary, path):
 
 def write_bytes(path, content):
     """Writes `content` to `path` atomically, flushed to disk before the rename."""
-    with replacing(path) as temporary, open(temporary, "wb") as f:
+    with replacing(path) as temporary:
+        write_synced(temporary, content)
+
+
+def write_synced(path, content):
+    """Writes `content` to `path` (not atomically) and flushes it to disk."""
+    with open(path, "wb") as f:
         f.write(content)
         f.flush()
         os.fsync(f.fileno())

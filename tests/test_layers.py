@@ -310,7 +310,7 @@ def load_block(block, dw, pw, dw_bns, pw_bns):
 
 
 # (filters, groups, reuse); (24, 8, 4) and (48, 8, 6) take the block's exact-gather shuffle
-# path, the others its transpose path (lru_keras/layers/shuffle_layout.py).
+# path, the others its transpose path (lru_keras/layers/channel_order.py).
 BLOCK_CASES = [(16, 8, 1), (16, 8, 3), (32, 8, 4), (64, 8, 2), (24, 8, 4), (48, 8, 6),
                (32, 4, 5), (16, 2, 4), (16, 16, 3)]
 

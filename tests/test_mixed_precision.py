@@ -51,25 +51,6 @@ LAYERS = {
 }
 
 
-def _randomized(layer, shape, seed):
-    """Builds `layer` and gives its BatchNorms non-trivial statistics; returns its weights."""
-    layer.build(shape)
-    rng = np.random.default_rng(seed)
-    weights = []
-    for variable in layer.weights:
-        value = np.asarray(variable)
-        name = variable.path
-        if name.endswith("moving_variance"):
-            value = rng.uniform(0.3, 2.0, value.shape)
-        elif name.endswith("moving_mean") or name.endswith("beta"):
-            value = rng.normal(0, 0.3, value.shape)
-        elif name.endswith("gamma"):
-            value = rng.uniform(0.5, 1.5, value.shape)
-        weights.append(value.astype("float32"))
-    layer.set_weights(weights)
-    return weights
-
-
 # LRUBlock has two formulations (physical layout / literal block); the other layers one.
 LAYER_CASES = [(case, formulation) for case in sorted(LAYERS)
                for formulation in (("physical", "literal") if case.startswith("lru") else
@@ -80,7 +61,7 @@ LAYER_CASES = [(case, formulation) for case in sorted(LAYERS)
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("case, formulation", LAYER_CASES)
 def test_layer_under_policy_agrees_with_float32(case, formulation, training, policy,
-                                                cifar10_images, monkeypatch):
+                                                cifar10_images, monkeypatch, randomize):
     """Same weights, same input: outputs in the policy's compute dtype, within half-precision
     error of float32, in inference and training mode; for LRUBlock in both formulations
     (`physical_call` and the literal `Reused.call`)."""
@@ -93,7 +74,8 @@ def test_layer_under_policy_agrees_with_float32(case, formulation, training, pol
     x = np.concatenate([images * (1 + 0.1 * k) for k in range(-(-channels // 3))], -1)
     x = x[..., :channels]
     reference = make("float32")
-    weights = _randomized(reference, x.shape, seed=len(case))
+    reference.build(x.shape)
+    weights = randomize(reference, seed=len(case)).get_weights()
     half = make(policy)
     half.build(x.shape)
     half.set_weights(weights)

@@ -19,7 +19,7 @@ import pytest
 from lru_keras import data, tflite
 from lru_keras.cli import main
 from lru_keras.tflite import qat
-from lru_keras.tflite.graph import UnsupportedModelError
+from lru_keras.tflite.errors import UnsupportedModelError
 from lru_keras.zoo import ConvMixer, LruNet
 
 

@@ -39,27 +39,10 @@ SMALL_REUSE = 3
 # --------------------------------------------------------------------------------------------
 # Models and helpers.
 # --------------------------------------------------------------------------------------------
-def perturbed(model, seed=0):
-    """`model` with non-trivial BatchNorm statistics and scales (init values are identities)."""
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        name = variable.path
-        shape = tuple(variable.shape)
-        if name.endswith("gamma"):
-            variable.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
-        elif name.endswith("beta"):
-            variable.assign(rng.normal(0, 0.2, shape).astype("float32"))
-        elif name.endswith("moving_mean"):
-            variable.assign(rng.normal(0, 0.2, shape).astype("float32"))
-        elif name.endswith("moving_variance"):
-            variable.assign(rng.uniform(0.5, 2.0, shape).astype("float32"))
-    return model
-
-
 @pytest.fixture(scope="module")
-def small_model():
+def small_model(randomize):
     """A 3-reuse LruNet at width 0.25 (stages of 16..128 channels), BatchNorms perturbed."""
-    return perturbed(LruNet(reuse=SMALL_REUSE, width=0.25), seed=1)
+    return randomize(LruNet(reuse=SMALL_REUSE, width=0.25), seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +142,7 @@ def test_sharing_keeps_the_file_small_and_reports_it(small_model, tmp_path):
     assert report["conv_ops"] - report["weight_tensors"] == 8 * (SMALL_REUSE - 1)
 
 
-def test_kernel_shared_functional_model_keeps_one_kernel(cifar10_images, tmp_path):
+def test_kernel_shared_functional_model_keeps_one_kernel(cifar10_images, tmp_path, randomize):
     """Not only LRU blocks: one Conv2D layer called at three places, a BatchNorm after each
     call (inter-layer kernel sharing), is exported with the kernel stored once."""
     inputs = keras.Input((32, 32, 3))
@@ -168,7 +151,7 @@ def test_kernel_shared_functional_model_keeps_one_kernel(cifar10_images, tmp_pat
     for i in range(3):
         x = keras.layers.ReLU()(keras.layers.BatchNormalization(name=f"bn{i}")(shared(x)))
     outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
-    model = perturbed(keras.Model(inputs, outputs, name="kernel_shared"), seed=3)
+    model = randomize(keras.Model(inputs, outputs, name="kernel_shared"), seed=3)
     path = tmp_path / "ks.tflite"
     tflite.export(model, path)
     readers = weight_readers(path)
@@ -257,8 +240,8 @@ def test_spec_labels_and_metadata_ship_with_the_model(lrunet14, tmp_path):
     assert flatbuffer.get_metadata(model, "lru_keras.labels").decode() == labels_path.read_text()
 
 
-def test_input_range_of_a_model_without_rescaling(tmp_path, cifar10_images):
-    model = perturbed(LruNet(reuse=1, width=0.25, include_preprocessing=False), seed=2)
+def test_input_range_of_a_model_without_rescaling(tmp_path, cifar10_images, randomize):
+    model = randomize(LruNet(reuse=1, width=0.25, include_preprocessing=False), seed=2)
     path = tmp_path / "unit.tflite"
     spec = tflite.export(model, path)
     assert spec["input"]["pixel_range"] == [0.0, 1.0]
@@ -592,14 +575,14 @@ SHARED_KINDS = {
     ("convmixer-full", "int8"), ("mobilenetv2-share-kernels", "int8"),
 ])
 def test_fresh_shared_export_is_exact_under_the_xnnpack_weight_cache(
-    kind, quantization, calibration_images, tmp_path
+    kind, quantization, calibration_images, tmp_path, randomize
 ):
     """Files with shared kernels (layer reuse, ConvMixer's kernel sharing, `share_kernels` on
     a Keras application), in the quantizations that pack per-op data (int8, dynamic) and the
     float ones (float16, float32). SE-ResNet is missing: some of its int8 exports fail to
     prepare under XNNPACK at all, with or without the cache (issue 17, verify after
     writing)."""
-    model = perturbed(SHARED_KINDS[kind](), seed=7)
+    model = randomize(SHARED_KINDS[kind](), seed=7)
     path = tmp_path / f"{kind}.{quantization}.tflite"
     tflite.export(model, path, quantization, representative_data=calibration_images[:64],
                   dataset="cifar10", input_range=(0, 255))
@@ -690,7 +673,8 @@ def test_shipped_file_reaches_its_recorded_accuracy(row, test_set, litert_test_p
     assert abs(accuracy - row["accuracy"]) <= 0.02, (accuracy, row["accuracy"])
 
 
-def test_generic_reused_block_keeps_one_kernel_and_equals_keras(cifar10_images, tmp_path):
+def test_generic_reused_block_keeps_one_kernel_and_equals_keras(cifar10_images, tmp_path,
+                                                                randomize):
     """`Reused` around any shape-preserving layers (here a 3x3 conv), with the paper's shuffle:
     the conv's kernel is stored once, the output equals Keras's."""
     from lru_keras.layers import ChannelShuffle, Reused
@@ -700,7 +684,7 @@ def test_generic_reused_block_keeps_one_kernel_and_equals_keras(cifar10_images, 
     x = Reused(keras.layers.Conv2D(8, 3, padding="same", name="shared"), times=4,
                residual=True, activation="relu", shuffle=ChannelShuffle(2), name="reused")(x)
     outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
-    model = perturbed(keras.Model(inputs, outputs, name="generic"), seed=4)
+    model = randomize(keras.Model(inputs, outputs, name="generic"), seed=4)
     images = cifar10_images[0][:16].astype(np.float32) / 255.0
     for quantization in ("float32", "float16"):
         path = tmp_path / f"generic_{quantization}.tflite"

@@ -1,14 +1,10 @@
-"""Channel shuffle: lets the filters of a reused block see other channels on the next reuse.
-
-The LruNet paper (Sec. 2.2) uses ShuffleNet's shuffle with one change: the two halves of the
-channel axis are swapped first, because the plain 2-group shuffle keeps the first and the last
-channel in place, so those channels would meet the same filters at every reuse.
-"""
+"""Channel shuffle: lets the filters of a reused block see other channels on the next reuse
+(the LruNet paper's variant of ShuffleNet's shuffle; see `channel_order`)."""
 
 import keras
-import numpy as np
 from keras import ops
 
+from lru_keras.layers.channel_order import shuffle_channels, shuffle_permutation
 from lru_keras.validation import require_positive_int
 
 
@@ -48,16 +44,15 @@ class ChannelShuffle(keras.layers.Layer):
         # One gather: ~2.5x faster to train on CPU than concat + reshape + transpose.
         return ops.take(x, self.permutation, axis=-1)
 
+    def export_call(self, x, constants=None, affine=None):
+        """The export form (see `export_form`): reshape, split, concatenate and transpose,
+        no GATHER (which XNNPACK does not take)."""
+        del constants, affine
+        return shuffle_channels(x, self.groups, self.swap_halves)
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups, "swap_halves": self.swap_halves}
 
-
-def shuffle_permutation(channels, groups=2, swap_halves=True):
-    """Input channel index of each output channel of `ChannelShuffle` (a numpy int32 array)."""
-    index = np.arange(channels)
-    if swap_halves:
-        index = np.concatenate([index[channels // 2 :], index[: channels // 2]])
-    return index.reshape(groups, channels // groups).T.reshape(-1).astype("int32")

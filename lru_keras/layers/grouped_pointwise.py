@@ -41,13 +41,27 @@ class GroupedPointwiseConv2D(keras.layers.Conv2D):
             raise ValueError("GroupedPointwiseConv2D supports data_format='channels_last' only.")
 
     def convolution_op(self, inputs, kernel):
-        """TensorFlow's own grouped conv where it has a gradient here, or while a model is
-        converted to .tflite (one CONV_2D); otherwise, and for float16, the einsum."""
-        if use_tensorflow_grouped_conv(inputs.dtype):
-            import tensorflow as tf
+        """TensorFlow's own grouped conv where it has a gradient here; otherwise, and for
+        float16, the einsum."""
+        return grouped_pointwise_conv(inputs, kernel, self.groups)
 
-            return tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
-        return grouped_pointwise_einsum(inputs, kernel, self.groups)
+    def export_call(self, x, constants=None, affine=None):
+        """The export form (see `export_form`): one TFLite CONV_2D with a grouped kernel."""
+        del constants, affine  # reads its own kernel and bias
+        outputs = grouped_pointwise_conv(x, self.kernel, self.groups, needs_gradient=False)
+        if self.use_bias:
+            outputs = ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, self.filters)))
+        return outputs if self.activation is None else self.activation(outputs)
+
+
+def grouped_pointwise_conv(inputs, kernel, groups, needs_gradient=True):
+    """Grouped 1x1 conv: TensorFlow's own (one CONV_2D in a .tflite) where it may be used
+    (`use_tensorflow_grouped_conv`), else `grouped_pointwise_einsum`."""
+    if use_tensorflow_grouped_conv(inputs.dtype, needs_gradient):
+        import tensorflow as tf
+
+        return tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
+    return grouped_pointwise_einsum(inputs, kernel, groups)
 
 
 def grouped_pointwise_einsum(inputs, kernel, groups):

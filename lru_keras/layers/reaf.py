@@ -122,16 +122,6 @@ def reaf_input_channels(in_channels, groups):
     ], dtype=np.int32)
 
 
-def reaf_connectivity(in_channels, filters, groups):
-    """(in_channels, filters) 0/1 matrix: 1 where output channel j reads input channel c."""
-    table = reaf_input_channels(in_channels, groups)
-    per_group = filters // groups[2]
-    mask = np.zeros((in_channels, filters), dtype=np.float32)
-    for l, channels in enumerate(table):
-        mask[np.ix_(channels, np.arange(l * per_group, (l + 1) * per_group))] = 1.0
-    return mask
-
-
 def choose_implementation(groups):
     """The "auto" choice for a configuration (see the module docstring)."""
     g_i, g_m, g_o = groups
@@ -259,19 +249,27 @@ class REAFConv2D(keras.layers.Layer):
         return ops.reshape(dense, (kh, kw, self.in_channels, self.filters))
 
     def call(self, inputs):
+        return self._forward(inputs, needs_gradient=True)
+
+    def export_call(self, x, constants=None, affine=None):
+        """The export form (see `export_form`): the grouped conv as TensorFlow's own."""
+        del constants, affine
+        return self._forward(x, needs_gradient=False)
+
+    def _forward(self, inputs, needs_gradient):
         if self.resolved_implementation == "masked":
             outputs = ops.conv(inputs, self.dense_kernel(), strides=self.strides,
                                padding=self.padding)
         else:
             x = inputs if self._gather_index is None else ops.take(
                 inputs, self._gather_index, axis=-1)
-            outputs = self._grouped_conv(x, self.kernel)
+            outputs = self._grouped_conv(x, self.kernel, needs_gradient)
         if self.use_bias:
             outputs = ops.add(outputs, self.bias)
         return outputs
 
-    def _grouped_conv(self, x, kernel):
-        if self.groups[2] > 1 and use_tensorflow_grouped_conv(x.dtype):
+    def _grouped_conv(self, x, kernel, needs_gradient):
+        if self.groups[2] > 1 and use_tensorflow_grouped_conv(x.dtype, needs_gradient):
             import tensorflow as tf
 
             return tf.nn.conv2d(x, kernel, strides=(1, *self.strides, 1),

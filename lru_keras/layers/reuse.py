@@ -4,6 +4,11 @@ The LruNet paper reuses one block N times instead of stacking N blocks: the conv
 weights are shared by every call, while each call gets its own BatchNorm because the
 feature distribution differs from one reuse to the next (paper Sec. 2.2). The trainable
 parameter count therefore grows with N only by the BatchNorms' gamma and beta.
+
+The recurrence of a reuse block is written once (`reuse_chain`); each formulation (the
+literal `Reused.call`, `LRUBlock`'s fast path on a physical channel layout, the export form,
+the quantization-aware copy in `lru_keras.tflite`) only says how it computes one layer, one
+BatchNorm, the merge with the residual and the move between reuses.
 """
 
 import keras
@@ -16,15 +21,48 @@ from lru_keras.layers.batch_norm import (
     normalize_batch,
     update_moving_statistics,
 )
+from lru_keras.layers.channel_order import (
+    expanded_indices,
+    plan_shuffles,
+    shuffle_channels,
+    tile_groups,
+)
 from lru_keras.layers.channel_shuffle import ChannelShuffle
-from lru_keras.layers.grouped_pointwise import GroupedPointwiseConv2D, grouped_pointwise_einsum
-from lru_keras.layers.shuffle_layout import expanded_indices, plan_shuffles
+from lru_keras.layers.export_form import ExportConstants, export_forward
+from lru_keras.layers.grouped_pointwise import (
+    GroupedPointwiseConv2D,
+    grouped_pointwise_conv,
+    grouped_pointwise_einsum,
+)
 from lru_keras.layers.tensorflow_grouped_conv import use_tensorflow_grouped_conv
 from lru_keras.validation import require_positive_int
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as in the reference network.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+
+
+def reuse_chain(x, times, depth, layer, norm, merge, move):
+    """The recurrence of a reuse block, shared by all its formulations.
+
+    Reuse i computes `y = norm(i, j, layer(i, j, y))` for the block's layers j = 0..depth-1,
+    starting from y = x, then `x = merge(i, y, x)` (residual and activation); `move(i, x)`
+    (the shuffle) runs between reuses, not after the last.
+    """
+    for i in range(times):
+        y = x
+        for j in range(depth):
+            y = norm(i, j, layer(i, j, y))
+        x = merge(i, y, x)
+        if i < times - 1:
+            x = move(i, x)
+    return x
+
+
+def norm_constants(norm):
+    """(scale, offset) float64 numpy arrays of a BatchNorm in inference: `x * scale + offset`."""
+    scale, offset = folded_scale_offset(norm)
+    return np.asarray(scale, np.float64), np.asarray(offset, np.float64)
 
 
 @keras.saving.register_keras_serializable(package="lru_keras")
@@ -58,13 +96,8 @@ class Reused(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self._set_reuse(layers, times, residual, activation, shuffle, norm_momentum,
-                        norm_epsilon)
-
-    def _set_reuse(self, layers, times, residual, activation, shuffle, norm_momentum,
-                   norm_epsilon):
-        """Stores the reuse arguments and creates the per-call BatchNorms, in this layer's
-        dtype policy (after `Layer.__init__`, as Keras's composite layers do)."""
+        # The reused layers and the per-call BatchNorms take this layer's dtype policy, as the
+        # sublayers of Keras's composite layers do.
         self.reused_layers = list(layers) if isinstance(layers, (list, tuple)) else [layers]
         self.times = require_positive_int("times", times)
         self.residual = bool(residual)
@@ -103,19 +136,51 @@ class Reused(keras.layers.Layer):
             self.shuffle.build(shape)
 
     def call(self, x, training=None):
-        for i in range(self.times):
-            y = x
-            for j, layer in enumerate(self.reused_layers):
-                # Wrapped layers (and the shuffle) may compute in another dtype than this
-                # layer's policy; the reuse chain stays in this layer's compute dtype.
-                y = ops.cast(layer(y, training=training), self.compute_dtype)
-                y = self.norm(i, j)(y, training=training)
-            if self.residual:
-                y = y + x
-            x = self.activation(y)
-            if self.shuffle is not None and i < self.times - 1:
-                x = ops.cast(self.shuffle(x), self.compute_dtype)
-        return x
+        # Wrapped layers (and the shuffle) may compute in another dtype than this layer's
+        # policy; the reuse chain stays in this layer's compute dtype.
+        dtype = self.compute_dtype
+
+        def layer(i, j, y):
+            return ops.cast(self.reused_layers[j](y, training=training), dtype)
+
+        def move(i, x):
+            return x if self.shuffle is None else ops.cast(self.shuffle(x), dtype)
+
+        return reuse_chain(
+            x, self.times, len(self.reused_layers), layer,
+            lambda i, j, y: self.norm(i, j)(y, training=training), self._merge, move,
+        )
+
+    def _merge(self, i, y, x):
+        return self.activation(y + x if self.residual else y)
+
+    def export_constants(self):
+        """The export constants (see `export_form`): the reused layers' kernels (read as
+        they are by the export form) and every per-reuse BatchNorm as (scale, offset)."""
+        kernels, depthwise = {}, set()
+        for layer in self.reused_layers:
+            if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                                  keras.layers.Dense)):
+                kernels[layer.name] = np.asarray(layer.kernel)
+                if isinstance(layer, keras.layers.DepthwiseConv2D):
+                    depthwise.add(layer.name)
+        norms = tuple(tuple(norm_constants(self.norm(i, j))
+                            for j in range(len(self.reused_layers)))
+                      for i in range(self.times))
+        return ExportConstants(kernels, norms, frozenset(depthwise))
+
+    def export_call(self, x, constants, affine):
+        """The export form: the reused layers run their own export form (each variable
+        becomes one constant read by every reuse); each BatchNorm is `affine`."""
+
+        def move(i, x):
+            return x if self.shuffle is None else export_forward(self.shuffle, x)
+
+        return reuse_chain(
+            x, self.times, len(self.reused_layers),
+            lambda i, j, y: export_forward(self.reused_layers[j], y),
+            lambda i, j, y: affine(y, *constants.norms[i][j], None), self._merge, move,
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -164,31 +229,34 @@ class LRUBlock(Reused):
     def __init__(
         self, filters, reuse, groups=8, depth_multiplier=2, kernel_size=3, shuffle=True, **kwargs
     ):
-        # Layer.__init__ first: the sublayers take this block's dtype policy.
-        keras.layers.Layer.__init__(self, **kwargs)
-        self.filters = require_positive_int("filters", filters)
-        self.groups = require_positive_int("groups", groups)
-        self.depth_multiplier = require_positive_int("depth_multiplier", depth_multiplier)
-        self.kernel_size = require_positive_int("kernel_size", kernel_size)
+        filters = require_positive_int("filters", filters)
+        groups = require_positive_int("groups", groups)
+        depth_multiplier = require_positive_int("depth_multiplier", depth_multiplier)
+        kernel_size = require_positive_int("kernel_size", kernel_size)
         if filters % groups:
             raise ValueError(f"LRUBlock: groups={groups} must divide filters={filters}.")
-        policy = self.dtype_policy
-        self.depthwise = keras.layers.DepthwiseConv2D(
+        # The sublayers take this block's dtype policy (what Layer.__init__ will resolve).
+        policy = keras.dtype_policies.get(kwargs.get("dtype"))
+        depthwise = keras.layers.DepthwiseConv2D(
             kernel_size, depth_multiplier=depth_multiplier, padding="same", use_bias=False,
             dtype=policy, name="dw",
         )
-        self.pointwise = GroupedPointwiseConv2D(
+        pointwise = GroupedPointwiseConv2D(
             filters, groups=groups, use_bias=False, dtype=policy, name="pw"
         )
-        self._set_reuse(
-            [self.depthwise, self.pointwise],
+        super().__init__(
+            [depthwise, pointwise],
             reuse,
             residual=True,
             activation="relu",
             shuffle=ChannelShuffle(2, swap_halves=True, dtype=policy) if shuffle else None,
             norm_momentum=BN_MOMENTUM,
             norm_epsilon=BN_EPSILON,
+            **kwargs,
         )
+        self.filters, self.groups = filters, groups
+        self.depth_multiplier, self.kernel_size = depth_multiplier, kernel_size
+        self.depthwise, self.pointwise = depthwise, pointwise
 
     def build(self, input_shape):
         if input_shape[-1] != self.filters:
@@ -211,10 +279,8 @@ class LRUBlock(Reused):
 
         `physical_call` where the grouped 1x1 conv goes through TensorFlow's own conv
         (oneDNN) and on other backends; the literal `Reused.call` where TensorFlow has to
-        run it as an einsum (oneDNN off, float16). Measured on 2 AMD EPYC cores,
-        14-LruNet-1x, physical vs literal: with oneDNN off 116 vs 120 images/s in inference
-        and 24.8 vs 23.5 in training; with oneDNN on 255 vs 54 and 49 vs 12.5
-        (bench/keras_throughput.py). Both compute the same function (tests check it).
+        run it as an einsum (oneDNN off, float16); bench/keras_throughput.py measures both.
+        Both compute the same function (tests check it).
         """
         if keras.backend.backend() == "tensorflow" and not use_tensorflow_grouped_conv(
             self.compute_dtype
@@ -223,37 +289,48 @@ class LRUBlock(Reused):
         return self.physical_call(x, training=training)
 
     def physical_call(self, x, training=None):
-        """N reuses on the physical channel layout (see `shuffle_layout`), fast with oneDNN.
+        """N reuses on the physical channel layout (see `channel_order`), fast with oneDNN.
 
         Mathematically the paper's block: `Reused.call` is the literal version, and tests
-        check that both agree. Differences in formulation, each measured on 2 CPU cores:
-        the depth-multiplier-2 depthwise conv runs as a multiplier-1 depthwise conv on the
-        input tiled group by group (oneDNN's multiplier-2 kernel was ~10x slower); the
+        check that both agree. Differences in formulation: the depth-multiplier-2 depthwise
+        conv runs as a multiplier-1 depthwise conv on the input tiled group by group; the
         shuffle is a transpose; in inference each BatchNorm's scale is folded into the conv
-        before it and both offsets into one offset after the 1x1 conv.
+        before it and both offsets into one offset after the 1x1 conv (the depthwise
+        BatchNorm's offset is a constant per channel, so it passes through the linear 1x1
+        conv), which saves a pass over the largest tensor of the reuse.
         """
-        for i in range(self.times):
-            if training:
-                x = self._reuse_training(i, x)
-            else:
-                x = self._reuse_inference(i, x)
-            if i < self.times - 1 and self.moves[i] is not None:
-                kind, index = self.moves[i]
-                x = _transpose_channels(x) if kind == "transpose" else ops.take(x, index, axis=-1)
+        dtype = self.compute_dtype
+        kernels = [self._physical_kernels(i) for i in range(self.times)]
+        if training:
+            norm = self._normalize_batch
+        else:
+            kernels = [self._folded(i, dw, pw) for i, (dw, pw) in enumerate(kernels)]
+            offsets = [offset for _, _, offset in kernels]
+
+            def norm(i, j, y):
+                return y if j == 0 else _add_channel_offset(y, ops.cast(offsets[i], dtype))
+
+        def layer(i, j, y):
+            if j == 0:
+                return ops.depthwise_conv(self._tile(y), ops.cast(kernels[i][0], y.dtype), 1,
+                                          padding="same")
+            return self.pointwise.convolution_op(y, ops.cast(kernels[i][1], y.dtype))
+
+        def move(i, x):
+            if self.moves[i] is None:
+                return x
+            kind, index = self.moves[i]
+            if kind == "transpose":
+                return shuffle_channels(x, 2, swap_halves=False)
+            return ops.take(x, index, axis=-1)
+
+        x = reuse_chain(x, self.times, 2, layer, norm, lambda i, z, x: ops.relu(z + x), move)
         if self.final_gather is not None:
             x = ops.take(x, self.final_gather, axis=-1)
         return x
 
-    def _tile_groups(self, x):
-        """(…, C) -> (…, M * C): each group of channels repeated M times, side by side.
-
-        A concatenation of M views rather than `repeat`: 27 vs 31 ms per stage-1 reuse
-        (batch 256, oneDNN on, 2 cores)."""
-        groups, multiplier = self.groups, self.depth_multiplier
-        batch_shape = ops.shape(x)[:-1]
-        x = ops.reshape(x, (*batch_shape, groups, 1, self.filters // groups))
-        x = ops.concatenate([x] * multiplier, axis=-2)
-        return ops.reshape(x, (*batch_shape, self.filters * multiplier))
+    def _tile(self, x):
+        return tile_groups(x, self.groups, self.depth_multiplier)
 
     def _physical_kernels(self, i):
         """Depthwise (multiplier 1, on the tiled input) and grouped 1x1 kernels in reuse i's
@@ -267,13 +344,9 @@ class LRUBlock(Reused):
         pw = ops.take(ops.reshape(pw, (-1,)), pointwise_index)
         return dw, ops.reshape(pw, self.pointwise.kernel.shape)
 
-    def _reuse_inference(self, i, x):
-        """One reuse with both BatchNorms folded: the depthwise BN's offset is a constant
-        per channel, so it passes through the (linear) grouped 1x1 conv into one offset
-        after it, which saves a pass over the largest tensor of the reuse."""
-        dtype = self.compute_dtype
+    def _folded(self, i, dw, pw):
+        """Reuse i's kernels with both BatchNorms folded in inference: (dw, pw, offset)."""
         depthwise_index = self.expanded[i][0]
-        dw, pw = self._physical_kernels(i)
         dw_scale, dw_offset = folded_scale_offset(self.norm(i, 0))
         pw_scale, pw_offset = folded_scale_offset(self.norm(i, 1))
         dw = dw * ops.reshape(ops.take(dw_scale, depthwise_index), (1, 1, -1, 1))
@@ -282,29 +355,99 @@ class LRUBlock(Reused):
         offset = ops.take(pw_offset, self.inverse_layouts[i]) + ops.reshape(
             grouped_pointwise_einsum(dw_offset, pw, self.groups), (-1,)
         )
-        d = ops.depthwise_conv(self._tile_groups(x), ops.cast(dw, dtype), 1, padding="same")
-        z = self.pointwise.convolution_op(d, ops.cast(pw, dtype))
-        return ops.relu(_add_channel_offset(z, ops.cast(offset, dtype)) + x)
+        return dw, pw, offset
 
-    def _reuse_training(self, i, x):
-        dw_norm, pw_norm = self.norm(i, 0), self.norm(i, 1)
-        depthwise_index, depthwise_position, _ = self.expanded[i]
-        inverse, layout = self.inverse_layouts[i], self.layouts[i]
-        dw, pw = self._physical_kernels(i)
-        d = ops.depthwise_conv(self._tile_groups(x), ops.cast(dw, x.dtype), 1, padding="same")
-        d, mean, variance = normalize_batch(
-            d, ops.take(dw_norm.gamma, depthwise_index), ops.take(dw_norm.beta, depthwise_index),
-            dw_norm.epsilon,
+    def _normalize_batch(self, i, j, y):
+        """Training-mode BatchNorm j of reuse i on the physical layout (parameters and
+        statistics gathered to and from that layout)."""
+        norm = self.norm(i, j)
+        if j == 0:
+            depthwise_index, depthwise_position, _ = self.expanded[i]
+            to_physical, to_logical = depthwise_index, depthwise_position
+        else:
+            to_physical, to_logical = self.inverse_layouts[i], self.layouts[i]
+        y, mean, variance = normalize_batch(
+            y, ops.take(norm.gamma, to_physical), ops.take(norm.beta, to_physical),
+            norm.epsilon,
         )
         update_moving_statistics(
-            dw_norm, ops.take(mean, depthwise_position), ops.take(variance, depthwise_position)
+            norm, ops.take(mean, to_logical), ops.take(variance, to_logical)
         )
-        z = self.pointwise.convolution_op(d, ops.cast(pw, d.dtype))
-        z, mean, variance = normalize_batch(
-            z, ops.take(pw_norm.gamma, inverse), ops.take(pw_norm.beta, inverse), pw_norm.epsilon
-        )
-        update_moving_statistics(pw_norm, ops.take(mean, layout), ops.take(variance, layout))
-        return ops.relu(z + x)
+        return y
+
+    def export_constants(self, rescale=None):
+        """The export constants (see `export_form`): the depthwise kernel as a multiplier-1
+        kernel on the group-wise tiled input (k, k, M*C, 1), the grouped 1x1 kernel with its
+        rows in the matching order, and per reuse the two BatchNorms' (scale, offset), the
+        depthwise one in tiled order. Each kernel is reordered once, shared by all reuses.
+
+        `rescale`: optional factors (s per depthwise output channel, t per 1x1 output
+        channel, logical order); each kernel output channel is multiplied and its BatchNorm
+        scales divided by its factor, which keeps the function (int8 equalization).
+        """
+        depthwise_index, _, pointwise_index = expanded_indices(
+            np.arange(self.filters), self.filters // self.groups, self.depth_multiplier)
+        dw = np.asarray(self.depthwise.kernel, np.float64)   # (k, k, C, M)
+        pw = np.asarray(self.pointwise.kernel, np.float64)   # (1, 1, M*C/groups, C)
+        norms = [(norm_constants(self.norm(i, 0)), norm_constants(self.norm(i, 1)))
+                 for i in range(self.times)]
+        if rescale is not None:
+            s, t = rescale
+            dw = (dw.reshape(*dw.shape[:2], -1) * s).reshape(dw.shape)
+            pw = pw * t
+            norms = [((a / s, b), (g / t, h)) for (a, b), (g, h) in norms]
+        k = dw.shape[0]
+        dw = dw.reshape(k, k, -1)[:, :, depthwise_index][..., None]
+        pw = pw.reshape(-1)[pointwise_index].reshape(pw.shape)
+        norms = tuple(((a[depthwise_index], b[depthwise_index]), pair)
+                      for (a, b), pair in norms)
+        return ExportConstants({"depthwise": dw.astype(np.float32),
+                                "pointwise": pw.astype(np.float32)},
+                               norms, frozenset({"depthwise"}))
+
+    def load_export_constants(self, constants):
+        """Sets the weights so that the block computes `constants` (the inverse of
+        `export_constants`): kernels back to Keras's layout, each BatchNorm's (scale, offset)
+        as gamma = scale, beta = offset, moving mean 0, moving variance 1 - epsilon."""
+        depthwise_index, _, pointwise_index = expanded_indices(
+            np.arange(self.filters), self.filters // self.groups, self.depth_multiplier)
+        dw = constants.kernels["depthwise"]
+        flat = np.empty((*dw.shape[:2], dw.shape[2]), np.float32)
+        flat[:, :, depthwise_index] = dw[..., 0]
+        self.depthwise.kernel.assign(flat.reshape(self.depthwise.kernel.shape))
+        pw = np.empty(int(np.prod(self.pointwise.kernel.shape)), np.float32)
+        pw[pointwise_index] = constants.kernels["pointwise"].reshape(-1)
+        self.pointwise.kernel.assign(pw.reshape(self.pointwise.kernel.shape))
+        for i, ((dw_scale, dw_offset), pw_pair) in enumerate(constants.norms):
+            logical = [np.empty_like(dw_scale), np.empty_like(dw_offset)]
+            logical[0][depthwise_index], logical[1][depthwise_index] = dw_scale, dw_offset
+            set_affine(self.norm(i, 0), *logical)
+            set_affine(self.norm(i, 1), *pw_pair)
+
+    def export_call(self, x, constants, affine):
+        """The export form: the literal block on constants. Each kernel is ONE constant read
+        by every reuse; the depthwise conv runs on the tiled input; each BatchNorm is
+        `affine`, the 1x1 conv's on the (2, C/2) view that the shuffle reshapes to anyway;
+        the shuffle is reshape/split/concat/transpose. The residual add stays 4-D: in int8 a
+        5-D ADD with a fused ReLU is left in float by the quantizer."""
+        dw = ops.convert_to_tensor(constants.kernels["depthwise"])
+        pw = ops.convert_to_tensor(constants.kernels["pointwise"])
+        halves = (2, self.filters // 2) if self.filters % 2 == 0 else None
+
+        def layer(i, j, y):
+            if j == 0:
+                return ops.depthwise_conv(self._tile(y), dw, 1, padding="same")
+            return grouped_pointwise_conv(y, pw, self.groups, needs_gradient=False)
+
+        def norm(i, j, y):
+            return affine(y, *constants.norms[i][j], None if j == 0 else halves)
+
+        def move(i, x):
+            if self.shuffle is None:
+                return x
+            return shuffle_channels(x, self.shuffle.groups, self.shuffle.swap_halves)
+
+        return reuse_chain(x, self.times, 2, layer, norm, lambda i, z, x: ops.relu(z + x), move)
 
     def get_config(self):
         # The block's own arguments; the sublayers are rebuilt from them.
@@ -323,6 +466,14 @@ class LRUBlock(Reused):
         return cls(**config)
 
 
+def set_affine(norm, scale, offset):
+    """Makes a BatchNorm compute `x * scale + offset` in inference."""
+    norm.gamma.assign(scale)
+    norm.beta.assign(offset)
+    norm.moving_mean.assign(np.zeros_like(scale))
+    norm.moving_variance.assign(np.full_like(scale, 1.0 - norm.epsilon))
+
+
 def _add_channel_offset(x, offset):
     """`x + offset` over the last axis; TensorFlow's BiasAdd on the TF backend, which was
     faster than the broadcast add there (24 vs 29 ms per stage-1 reuse at batch 256)."""
@@ -331,11 +482,3 @@ def _add_channel_offset(x, offset):
 
         return tf.nn.bias_add(x, offset)
     return x + offset
-
-
-def _transpose_channels(x):
-    """The 2-group channel transpose (C channels viewed as (2, C/2) -> (C/2, 2))."""
-    channels = x.shape[-1]
-    batch_shape = ops.shape(x)[:-1]
-    x = ops.reshape(x, (*batch_shape, 2, channels // 2))
-    return ops.reshape(ops.swapaxes(x, -1, -2), (*batch_shape, channels))

@@ -5,36 +5,23 @@ TensorFlow's grouped conv is fast on CPU and converts to one TFLite CONV_2D, but
 exists on CPU only through oneDNN. TensorFlow leaves oneDNN off on CPUs without AVX-512 (e.g.
 AMD EPYC) unless TF_ENABLE_ONEDNN_OPTS=1; there the backward pass raises "Gradients for
 grouped convolutions are not supported on CPU"; nor has it a CPU float16 gradient. One tiny
-probe per process decides (`tensorflow_grouped_conv_trains`); while a model is converted to
-.tflite (`for_export`) no gradient is needed, so the grouped conv is always used there.
+probe per process decides (`tensorflow_grouped_conv_trains`). A layer's export form (see
+`export_form`) needs no gradient, so it always uses the grouped conv (`needs_gradient=False`).
 """
 
 import concurrent.futures
-import contextlib
 import functools
 
 import keras
 
-_EXPORTING = [False]
 
-
-def use_tensorflow_grouped_conv(dtype):
-    """Whether a grouped conv on `dtype` inputs may go through `tf.nn.conv2d` right now."""
+def use_tensorflow_grouped_conv(dtype, needs_gradient=True):
+    """Whether a grouped conv on `dtype` inputs may go through `tf.nn.conv2d`."""
     return (
         keras.backend.backend() == "tensorflow"
         and keras.backend.standardize_dtype(dtype) != "float16"
-        and (_EXPORTING[0] or tensorflow_grouped_conv_trains())
+        and (not needs_gradient or tensorflow_grouped_conv_trains())
     )
-
-
-@contextlib.contextmanager
-def for_export():
-    """Within it, grouped convs trace as TensorFlow's grouped conv (no gradient needed)."""
-    _EXPORTING[0] = True
-    try:
-        yield
-    finally:
-        _EXPORTING[0] = False
 
 
 @functools.cache

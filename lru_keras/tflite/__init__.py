@@ -9,12 +9,18 @@
 - `inspect(path)`: op counts, sharing of conv weights, where the bytes go.
 - `quantize_aware(model, train_data, path)`: quantization-aware fine-tuning with
   tensorflow-model-optimization (in a child process), then the int8 export.
+
+Modules: `export` (the steps of an export), `graph` (the export model, from each layer's
+export form), `convert` (the TFLite converter), `flatbuffer` (reading and tidying .tflite
+files), `calibration_data`, `equalization` and `ranges` (int8), `options` (argument checks
+shared by export and QAT), `errors`, `runtime` (LiteRT), `qat` (quantization-aware training).
 """
 
 from lru_keras.tflite.convert import QUANTIZATIONS
-from lru_keras.tflite.export import ExportError, export, sharing_report, sidecar_paths
-from lru_keras.tflite.graph import UnsupportedModelError
-from lru_keras.tflite.qat import QATError, quantize_aware
+from lru_keras.tflite.errors import ExportError, QATError, UnsupportedModelError
+from lru_keras.tflite.export import export, sharing_report
+from lru_keras.tflite.options import sidecar_paths
+from lru_keras.tflite.qat import quantize_aware
 from lru_keras.tflite.runtime import TFLiteClassifier, evaluate, evaluate_arrays
 
 

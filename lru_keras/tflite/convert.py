@@ -4,8 +4,7 @@ The converter is given a frozen concrete function (variables turned into constan
 a Keras 3 BatchNormalization's moving statistics otherwise stay resource variables, which a
 .tflite cannot initialise, and the outputs come out NaN). Only TFLITE_BUILTINS (int8:
 TFLITE_BUILTINS_INT8) are allowed, so an op LiteRT lacks fails the conversion instead of
-silently becoming a Flex op (`model.export(format="litert")` enables SELECT_TF_OPS; see
-../shared/notes/stack.md). The error names the ops and the layers they come from.
+silently becoming a Flex op (`model.export(format="litert")` enables SELECT_TF_OPS). The error names the ops and the layers they come from.
 """
 
 import re
@@ -14,8 +13,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from lru_keras.layers.tensorflow_grouped_conv import for_export
-from lru_keras.tflite.graph import UnsupportedModelError
+from lru_keras.tflite.errors import UnsupportedModelError
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 RANGES = ("mse", "minmax")
@@ -32,7 +30,7 @@ def convert(model, quantization, images=None, ranges="mse"):
         images: for "int8", the calibration images (float32, in the model's input range).
         ranges: for "int8", "minmax" (the converter's own calibration: observed min/max of
             each activation) or "mse" (min/max refined per tensor to the least quantization
-            error, `calibration.refine_ranges`; the default, measured better).
+            error, `ranges.refine_ranges`; the default, measured better).
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization={quantization!r}; expected one of {list(QUANTIZATIONS)}")
@@ -47,8 +45,7 @@ def convert(model, quantization, images=None, ranges="mse"):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
 
-    with for_export():
-        concrete = convert_variables_to_constants_v2(function.get_concrete_function())
+    concrete = convert_variables_to_constants_v2(function.get_concrete_function())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
@@ -80,7 +77,7 @@ def convert(model, quantization, images=None, ranges="mse"):
     if quantization == "int8" and ranges != "minmax":
         from tensorflow.lite.python import convert as tflite_convert
 
-        from lru_keras.tflite.calibration import refine_ranges
+        from lru_keras.tflite.ranges import refine_ranges
 
         content, _ = refine_ranges(content, images)
         try:

@@ -17,29 +17,15 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from lru_keras import data
-from lru_keras.tflite import calibration, convert, flatbuffer, graph
-from lru_keras.tflite.graph import UnsupportedModelError
+from lru_keras import atomic
+from lru_keras.tflite import calibration_data, convert, equalization, flatbuffer, graph, options
+from lru_keras.tflite.errors import ExportError, UnsupportedModelError
 
 SPEC_FORMAT = "lru_keras.tflite.spec/1"
-LABELS_SUFFIX = ".labels.txt"
-SPEC_SUFFIX = ".json"
-
-
-class ExportError(ValueError):
-    """The exported file failed a check (Flex/custom ops, lost weight sharing)."""
-
-
-def sidecar_paths(path):
-    """(labels path, spec path) written beside a .tflite file."""
-    path = Path(path)
-    stem = path.name[:-len(".tflite")] if path.name.endswith(".tflite") else path.name
-    return path.with_name(stem + LABELS_SUFFIX), path.with_name(stem + SPEC_SUFFIX)
 
 
 def export(model, path, quantization="float32", representative_data=None, *,
@@ -86,7 +72,7 @@ def export(model, path, quantization="float32", representative_data=None, *,
     if ranges not in convert.RANGES:
         raise ValueError(f"ranges={ranges!r}; expected one of {list(convert.RANGES)}")
     path = Path(os.fspath(path))
-    _check_writable(path)
+    options.check_writable(path)
     import keras
 
     if not isinstance(model, keras.Model):
@@ -97,24 +83,24 @@ def export(model, path, quantization="float32", representative_data=None, *,
             f"outputs; export supports one image input and one output.")
     image_shape = tuple(model.inputs[0].shape[1:])
     outputs = model.outputs[0].shape[-1]
-    dataset = _resolve_dataset(dataset, image_shape, outputs)
-    labels = _resolve_labels(labels, dataset, outputs)
-    input_range = _resolve_input_range(model, input_range)
+    dataset = options.resolve_dataset(dataset, image_shape, outputs)
+    labels = options.resolve_labels(labels, dataset, outputs)
+    input_range = options.resolve_input_range(model, input_range)
     equalize = (quantization == "int8" and share_weights) if equalize is None else bool(equalize)
 
     images = None
     if quantization == "int8":
-        images = calibration.calibration_images(
+        images = calibration_data.calibration_images(
             representative_data, dataset=dataset, image_shape=image_shape,
             count=calibration_size, data_dir=data_dir)
-        images = _to_input_range(images, input_range)
+        images = options.to_input_range(images, input_range)
 
     # Float files keep each BatchNorm as one 1x1 depthwise conv (fewer ops, same bytes);
     # quantized ones as MUL + ADD with per-tensor int8 constants (see graph.export_model).
     form = graph.BN_DEPTHWISE if quantization in ("float32", "float16") else graph.BN_AFFINE_5D
     export_graph = graph.export_model(
         model, share_weights=share_weights, form=form,
-        equalize=calibration.equalize_lru_block if equalize else None,
+        equalize=equalization.equalization_factors if equalize else None,
         silence_dead=quantization in ("int8", "dynamic"))
     content = convert.convert(export_graph, quantization, images, ranges=ranges)
     tflite = flatbuffer.read(content)
@@ -150,7 +136,7 @@ def export(model, path, quantization="float32", representative_data=None, *,
     content = flatbuffer.write(tflite)
     spec = {**spec, "size_bytes": len(content),
             "sha256": hashlib.sha256(content).hexdigest()}
-    labels_path, spec_path = sidecar_paths(path)
+    labels_path, spec_path = options.sidecar_paths(path)
     _write_all({path: content,
                 labels_path: ("\n".join(labels) + "\n").encode(),
                 spec_path: (json.dumps(spec, indent=1, sort_keys=True) + "\n").encode()})
@@ -194,8 +180,11 @@ def sharing_report(tflite, export_graph=None):
     problems = []
     expected = []  # (layer name, TFLite kernel shape, calls)
     if export_graph is not None:
-        for block in graph.reuse_blocks(export_graph):
-            expected += [(block.name, shape, block.times) for shape in _tflite_kernel_shapes(block)]
+        for layer in graph.all_layers(export_graph):
+            constants = getattr(layer, "constants", None)
+            if isinstance(layer, graph.ExportedLayer) and constants is not None:
+                expected += [(layer.name, shape, layer.times)
+                             for shape in constants.tflite_kernel_shapes().values()]
         for layer, calls in graph.shared_layers(export_graph).items():
             shape = _tflite_shape(layer)
             if shape is not None:
@@ -216,17 +205,6 @@ def sharing_report(tflite, export_graph=None):
     }
 
 
-def _tflite_kernel_shapes(block):
-    """TFLite weight shapes of the conv-like layers a reuse block calls N times."""
-    from lru_keras.layers.reuse import LRUBlock
-
-    if isinstance(block, LRUBlock):
-        k, c, m = block.kernel_size, block.filters, block.depth_multiplier
-        return [(1, k, k, c * m), (c, 1, 1, m * c // block.groups)]
-    shapes = [_tflite_shape(layer) for layer in block.reused_layers]
-    return [shape for shape in shapes if shape is not None]
-
-
 def _tflite_shape(layer):
     """The TFLite weight shape of a Keras conv/dense layer's kernel (None if it has none)."""
     kernel = getattr(layer, "kernel", None)
@@ -241,82 +219,6 @@ def _tflite_shape(layer):
     if len(shape) == 2:
         return (shape[1], shape[0])
     return None
-
-
-# ------------------------------------------------------------------------------------------
-# Arguments.
-# ------------------------------------------------------------------------------------------
-def _check_writable(path):
-    if path.exists() and path.is_dir():
-        raise ValueError(f"export path {str(path)!r} is a directory; give a file name such "
-                         f"as {str(path / 'model.tflite')!r}.")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ValueError(f"export path {str(path)!r}: folder {str(parent)!r} does not exist.")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-    except OSError as error:
-        raise ValueError(f"export path {str(path)!r} is not writable: {error.strerror} "
-                         f"({str(parent)!r}).") from None
-    os.close(handle)
-    os.unlink(probe)
-    for target in (path, *sidecar_paths(path)):
-        if target.exists() and not os.access(target, os.W_OK):
-            raise ValueError(f"export path {str(target)!r} exists and is not writable.")
-
-
-def _resolve_dataset(dataset, image_shape, outputs):
-    if dataset is not None:
-        spec = data.info(dataset)
-        if tuple(spec.image_shape) != tuple(image_shape):
-            raise ValueError(
-                f"dataset={dataset!r} has images of shape {tuple(spec.image_shape)}, but the "
-                f"model takes {tuple(image_shape)}.")
-        if spec.num_classes != outputs:
-            raise ValueError(f"dataset={dataset!r} has {spec.num_classes} classes, but the "
-                             f"model has {outputs} outputs.")
-        return dataset
-    fits = [name for name, spec in data.DATASETS.items()
-            if tuple(spec.image_shape) == tuple(image_shape) and spec.num_classes == outputs]
-    return fits[0] if len(fits) == 1 else None
-
-
-def _resolve_labels(labels, dataset, outputs):
-    if labels is None:
-        if dataset is not None:
-            return list(data.class_names(dataset))
-        return [str(i) for i in range(outputs)]
-    labels = [str(label) for label in labels]
-    if len(labels) != outputs:
-        raise ValueError(f"labels: {len(labels)} names given for {outputs} model outputs.")
-    if any("\n" in label for label in labels):
-        raise ValueError("labels must not contain line breaks (labels.txt has one per line)")
-    return labels
-
-
-def _resolve_input_range(model, input_range):
-    if input_range is not None:
-        low, high = (float(v) for v in input_range)
-        if not high > low:
-            raise ValueError(f"input_range={input_range!r} must be (low, high) with high > low")
-        return (low, high)
-    import keras
-
-    for layer in model.layers[:3]:
-        if isinstance(layer, keras.layers.Rescaling):
-            scale = np.asarray(layer.scale, np.float64)
-            offset = np.asarray(layer.offset, np.float64)
-            if scale.size == 1 and offset.size == 1 and abs(float(scale) * 255 - 1) < 1e-6 and \
-                    float(offset) == 0:
-                return (0.0, 255.0)
-    return (0.0, 1.0)
-
-
-def _to_input_range(images, input_range):
-    low, high = input_range
-    if (low, high) == (0.0, 255.0):
-        return images
-    return images * ((high - low) / 255.0) + low
 
 
 # ------------------------------------------------------------------------------------------
@@ -358,7 +260,7 @@ def _spec(model, path, quantization, share_weights, dataset, labels, input_range
         "file": path.name,
         "model": model.name,
         "dataset": dataset,
-        "labels_file": sidecar_paths(path)[0].name,
+        "labels_file": options.sidecar_paths(path)[0].name,
         "classes": len(labels),
         "quantization": quantization,
         "share_weights": bool(share_weights),
@@ -386,35 +288,10 @@ def _output_meaning(model):
 
 
 def _write_all(files):
-    """Writes every {path: bytes} to a temporary file beside it, then renames them into place.
-
-    The first path (the .tflite) is renamed last, so a reader never sees a new model with old
-    sidecars. On any error the temporary files and the sidecars this call created are removed;
-    files that existed before are only ever replaced whole.
-    """
-    temporary, created = {}, []
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        for target, content in files.items():
-            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                            dir=target.parent)
-            temporary[target] = name
-            with os.fdopen(handle, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(name, 0o666 & ~umask)
-        for target in list(files)[1:] + list(files)[:1]:
-            existed = target.exists()
-            os.replace(temporary.pop(target), target)
-            if not existed:
-                created.append(target)
-    except BaseException:
-        for name in temporary.values():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
-        for target in created:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(target)
-        raise
+    """Writes every {path: bytes} atomically (`lru_keras.atomic`); the first path (the
+    .tflite) is renamed into place last, so a reader never sees a new model with old sidecars,
+    and an error before that leaves the old files as they were."""
+    with contextlib.ExitStack() as stack:
+        for target, content in files.items():  # entered first, published last
+            temporary = stack.enter_context(atomic.replacing(target))
+            atomic.write_synced(temporary, content)

@@ -1,32 +1,5 @@
-"""Quantization-aware training (QAT) of an LruNet with tensorflow-model-optimization.
-
-    from lru_keras import tflite
-    spec, finetuned = tflite.quantize_aware(model, "cifar10", "lrunet14.qat.int8.tflite")
-
-tensorflow-model-optimization (tfmot) 0.8.1 only takes tf_keras models, and importing it sets
-TF_USE_LEGACY_KERAS=1 in the process environment (../shared/notes/stack.md). So the training
-runs in a child process (`qat_worker.py`, run as a script), and this process, with its Keras 3
-models, never imports tf_keras or tfmot. What crosses over is data, both ways:
-
-1. out: the constants of the model's int8 export graph (`export_constants`: the shared kernels
-   once, in the tiled layout, equalized, dead BatchNorm channels silenced, exactly as
-   `export` freezes them), a description of the network, and where the training images are;
-2. the child rebuilds that graph as a flat tf_keras model (one layer object per shared kernel,
-   called at every reuse), checks that it computes this model's outputs (`transfer_error`),
-   wraps it with tfmot's `quantize_apply` so that every tensor the int8 file holds is
-   fake-quantized with calibrated ranges, and fine-tunes it towards the float model's outputs;
-3. back: the fine-tuned constants, which `with_constants` puts into a copy of the Keras 3
-   model (`finetuned`), and `export(finetuned, path, "int8")` writes the full-integer file:
-   the same graph, calibration and checks as every int8 export (builtin int8 ops only, every
-   activation int8, each shared kernel stored once), with labels and spec beside it.
-
-Why the file comes from `export` and not from tfmot's own converter path: converting the
-fake-quantized tf_keras model gives a file without the export's tidying (one zero bias per
-shared kernel, no duplicate constants), and tfmot's stock conv quantizer quantizes a
-depthwise kernel per depth-multiplier column (one scale for a multiplier-1 conv, where TFLite
-uses one per channel). The fine-tune simulates the export's int8 arithmetic; the export then
-calibrates the fine-tuned weights the same way.
-"""
+"""The parent side of quantization-aware training: what the child process gets, running it,
+and what comes back (see the package docstring)."""
 
 import json
 import os
@@ -39,20 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from lru_keras import data
-from lru_keras.tflite import calibration, graph
-from lru_keras.tflite.export import (  # the export's own argument checks
-    _check_writable, _resolve_dataset, _resolve_labels, export)
-from lru_keras.tflite.graph import UnsupportedModelError
+from lru_keras.layers.export_form import ExportConstants
+from lru_keras.layers.reuse import LRUBlock, norm_constants, set_affine
+from lru_keras.tflite import calibration_data, equalization, graph, options
+from lru_keras.tflite.errors import QATError, UnsupportedModelError
+from lru_keras.tflite.export import export
 
-WORKER = Path(__file__).with_name("qat_worker.py")
+WORKER = Path(__file__).with_name("worker.py")
 DEFAULTS = {"epochs": 2, "train_images": 5000, "batch_size": 64, "learning_rate": 3e-5,
             "seed": 0}
 TRANSFER_CHECK_IMAGES = 16
 TRANSFER_TOLERANCE = 1e-4  # max |difference| of the float softmax outputs
-
-
-class QATError(RuntimeError):
-    """The QAT child process failed; the message holds the end of its output."""
 
 
 def quantize_aware(model, train_data, path, *, epochs=DEFAULTS["epochs"],
@@ -88,16 +58,16 @@ def quantize_aware(model, train_data, path, *, epochs=DEFAULTS["epochs"],
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
     path = Path(os.fspath(path))
-    _check_writable(path)  # before the slow part
+    options.check_writable(path)  # before the slow part
     job = network_description(model)
     image_shape = tuple(job["input_shape"])
     if dataset is None and isinstance(train_data, str):
         dataset = train_data
-    dataset = _resolve_dataset(dataset, image_shape, job["classes"])
-    labels = _resolve_labels(labels, dataset, job["classes"])
+    dataset = options.resolve_dataset(dataset, image_shape, job["classes"])
+    labels = options.resolve_labels(labels, dataset, job["classes"])
     job.update(epochs=epochs, batch_size=batch_size, learning_rate=float(learning_rate),
                seed=seed, verbose=verbose,
-               calibration_images=calibration.DEFAULT_CALIBRATION_SIZE)
+               calibration_images=calibration_data.DEFAULT_CALIBRATION_SIZE)
 
     with tempfile.TemporaryDirectory(prefix="lru_keras_qat_") as folder:
         folder = Path(folder)
@@ -165,24 +135,26 @@ def network_description(model):
 def export_constants(model):
     """{name: array} of the int8 export graph's constants, for the child's tf_keras copy.
 
-    LRU blocks: the shared kernels and per-reuse BatchNorm (scale, offset) pairs exactly as
-    `graph.export_model` freezes them for int8 (tiled depthwise layout, equalized, dead
-    channels silenced). Stem and head: each conv with its BatchNorm folded in (kernel times
-    the BatchNorm scale, offset as bias), as the converter folds them.
+    LRU blocks: their export constants exactly as `export` freezes them for int8 (tiled
+    depthwise layout, equalized, dead channels silenced; `LRUBlock.export_constants`). Stem
+    and head: each conv with its BatchNorm folded in (kernel times the BatchNorm scale,
+    offset as bias), as the converter folds them.
     """
-    copy = graph.export_model(model, share_weights=True, form=graph.BN_AFFINE_5D,
-                              equalize=calibration.equalize_lru_block, silence_dead=True)
+    copy, blocks, _ = graph.prepare(model, share_weights=True, form=graph.BN_AFFINE_5D,
+                                    equalize=equalization.equalization_factors,
+                                    silence_dead=True)
     constants = {}
-    for block in graph.reuse_blocks(copy):
-        frozen = block.frozen
-        constants[f"{block.name}/dw"] = frozen["dw"]
-        constants[f"{block.name}/pw"] = frozen["pw"]
-        for i, pair in enumerate(frozen["norms"]):
+    for name, block in blocks.items():
+        if not isinstance(copy.get_layer(name), LRUBlock):
+            continue
+        constants[f"{name}/dw"] = block.kernels["depthwise"]
+        constants[f"{name}/pw"] = block.kernels["pointwise"]
+        for i, pair in enumerate(block.norms):
             for position, (scale, offset) in enumerate(pair):
-                constants[f"{block.name}/scale{i}_{position}"] = scale.astype(np.float32)
-                constants[f"{block.name}/offset{i}_{position}"] = offset.astype(np.float32)
+                constants[f"{name}/scale{i}_{position}"] = scale.astype(np.float32)
+                constants[f"{name}/offset{i}_{position}"] = offset.astype(np.float32)
     for conv, norm in (("stem_conv", "stem_bn"), ("head_conv", "head_bn")):
-        norm_scale, norm_offset = graph.norm_constants(copy.get_layer(norm))
+        norm_scale, norm_offset = norm_constants(copy.get_layer(norm))
         kernel = np.asarray(copy.get_layer(conv).kernel, np.float64) * norm_scale
         constants[f"{conv}/kernel"] = kernel.astype(np.float32)
         constants[f"{conv}/bias"] = norm_offset.astype(np.float32)
@@ -271,52 +243,25 @@ def _run_worker(folder, timeout, verbose):
 # What comes back.
 # ------------------------------------------------------------------------------------------
 def with_constants(model, constants):
-    """A copy of the LruNet `model` whose weights compute the export graph of `constants`.
-
-    The inverse of `export_constants`: kernels go back from the tiled layout to Keras's, and
-    each BatchNorm (scale, offset) becomes gamma = scale, beta = offset with moving mean 0
-    and moving variance 1 - epsilon (so that gamma / sqrt(variance + epsilon) = scale). An
-    equalization stays in the weights: it never changed the function.
-    """
+    """A copy of the LruNet `model` whose weights compute the export graph of `constants`
+    (the inverse of `export_constants`, through `LRUBlock.load_export_constants`). An
+    equalization stays in the weights: it never changed the function."""
     import keras
 
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    for block in graph.reuse_blocks(copy):
-        order, rows = graph.tiled_order(block.filters, block.groups, block.depth_multiplier)
-        dw = constants[f"{block.name}/dw"]                  # (k, k, M*C, 1), tiled order
-        k = dw.shape[0]
-        flat = np.empty((k, k, dw.shape[2]), np.float32)
-        flat[:, :, order] = dw[..., 0]
-        block.depthwise.kernel.assign(flat.reshape(block.depthwise.kernel.shape))
-        pw = np.empty_like(constants[f"{block.name}/pw"])
-        pw[:, :, rows, :] = constants[f"{block.name}/pw"]
-        block.pointwise.kernel.assign(pw)
-        for i in range(block.times):
-            for position in (0, 1):
-                scale = constants[f"{block.name}/scale{i}_{position}"]
-                offset = constants[f"{block.name}/offset{i}_{position}"]
-                if position == 0:
-                    scale, offset = _untiled(scale, order), _untiled(offset, order)
-                _set_affine(block.norm(i, position), scale, offset)
+    for block in copy.layers:
+        if not isinstance(block, LRUBlock):
+            continue
+        name = block.name
+        norms = tuple(tuple((constants[f"{name}/scale{i}_{j}"], constants[f"{name}/offset{i}_{j}"])
+                            for j in (0, 1)) for i in range(block.times))
+        block.load_export_constants(ExportConstants(
+            {"depthwise": constants[f"{name}/dw"], "pointwise": constants[f"{name}/pw"]}, norms))
     for conv, norm in (("stem_conv", "stem_bn"), ("head_conv", "head_bn")):
         bias = constants[f"{conv}/bias"]
         copy.get_layer(conv).kernel.assign(constants[f"{conv}/kernel"])
-        _set_affine(copy.get_layer(norm), np.ones_like(bias), bias)
+        set_affine(copy.get_layer(norm), np.ones_like(bias), bias)
     copy.get_layer("classifier_conv").kernel.assign(constants["classifier_conv/kernel"])
     copy.get_layer("classifier_conv").bias.assign(constants["classifier_conv/bias"])
     return copy
-
-
-def _untiled(values, order):
-    result = np.empty_like(values)
-    result[order] = values
-    return result
-
-
-def _set_affine(norm, scale, offset):
-    """Makes a BatchNorm compute `x * scale + offset` in inference."""
-    norm.gamma.assign(scale)
-    norm.beta.assign(offset)
-    norm.moving_mean.assign(np.zeros_like(scale))
-    norm.moving_variance.assign(np.full_like(scale, 1.0 - norm.epsilon))

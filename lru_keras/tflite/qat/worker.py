@@ -1,17 +1,18 @@
 """Quantization-aware fine-tuning of an LruNet with tensorflow-model-optimization (own process).
 
 tensorflow-model-optimization (tfmot) 0.8.1 only takes tf_keras models, and importing it sets
-TF_USE_LEGACY_KERAS=1 in the process (../shared/notes/stack.md). So this file is run as a
-script in a child process by `lru_keras.tflite.qat.quantize_aware`; the parent, with its Keras
+TF_USE_LEGACY_KERAS=1 in the process. So this file is run as a script in a child process by
+`lru_keras.tflite.qat.quantize_aware`; the parent, with its Keras
 3 models, never imports tf_keras or tfmot. The job directory the parent writes holds:
 
     job.json        the network (stages, reuses, classes, input shape), training settings
     constants.npz   the constants of the model's int8 export graph (`qat.export_constants`)
     check.npz       images on which to record the float outputs before training
 
-The child rebuilds that export graph (`lru_keras.tflite.graph`, int8 form) as a flat tf_keras
-model: each shared kernel is ONE layer object called at every reuse; each reuse's BatchNorm is
-a per-channel multiply (`ChannelScale`) and add (`ChannelOffset`) of its own. tfmot's
+The child rebuilds that export graph (`LRUBlock.export_call`, int8 form) as a flat tf_keras
+model, through the same `reuse_chain` and channel moves: each shared kernel is ONE layer object
+called at every reuse; each reuse's BatchNorm is a per-channel multiply (`ChannelScale`) and
+add (`ChannelOffset`) of its own. tfmot's
 `quantize_apply` wraps every layer; the quantizers simulate what the int8 .tflite computes:
 
 - weights: convs per output channel, symmetric (the depthwise kernel too: tfmot's own conv
@@ -45,6 +46,10 @@ import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras  # noqa: E402
 from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (  # noqa: E402
     QuantizeLayer)  # not exported by tfmot; the layer `quantize_apply` adds after the input
+
+from lru_keras.layers.channel_order import shuffle_channels, tile_groups  # noqa: E402
+from lru_keras.layers.reuse import reuse_chain  # noqa: E402
+from lru_keras.tflite.ranges import HISTOGRAM_BINS, best_shrink  # noqa: E402
 
 quantize = tfmot.quantization.keras
 layers = tf_keras.layers
@@ -116,35 +121,24 @@ class TensorWeightQuantizer(quantize.quantizers.Quantizer):
 # Layers of the export graph that tf_keras lacks.
 # ------------------------------------------------------------------------------------------
 class TileGroups(layers.Layer):
-    """(..., C) -> (..., M*C): each of `groups` channel groups repeated M times side by side
-    (the tiled depthwise input of `graph.tiled_order`)."""
+    """`channel_order.tile_groups`: the tiled input of the shared depthwise conv."""
 
     def __init__(self, groups, multiplier, **kwargs):
         super().__init__(**kwargs)
         self.groups, self.multiplier = groups, multiplier
 
     def call(self, x):
-        channels = x.shape[-1]
-        spatial = list(x.shape[1:-1])
-        tiled = tf.reshape(x, [-1, self.groups, 1, channels // self.groups])
-        tiled = tf.concat([tiled] * self.multiplier, axis=2)
-        return tf.reshape(tiled, [-1, *spatial, channels * self.multiplier])
+        return tile_groups(x, self.groups, self.multiplier)
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups, "multiplier": self.multiplier}
 
 
 class PaperShuffle(layers.Layer):
-    """The paper's channel shuffle (swap halves, 2-group shuffle) as split/concat/transpose."""
+    """`channel_order.shuffle_channels`: the paper's shuffle without a gather."""
 
     def call(self, x):
-        channels = x.shape[-1]
-        spatial = list(x.shape[1:-1])
-        first, second = tf.split(tf.reshape(x, [-1, *spatial, 2, channels // 2]), 2, axis=-2)
-        y = tf.concat([second, first], axis=-2)
-        rank = len(y.shape)
-        y = tf.transpose(y, [*range(rank - 2), rank - 1, rank - 2])
-        return tf.reshape(y, [-1, *spatial, channels])
+        return shuffle_channels(x, 2, swap_halves=True)
 
 
 class QuantPoint(layers.Layer):
@@ -328,25 +322,36 @@ class Builder:
         # A block used once is exported with its BatchNorms folded into the convs (nothing to
         # share): then only the BatchNorm's output is an int8 tensor.
         kept = reuse > 1
-        for i in range(reuse):
-            y = annotate(TileGroups(groups, multiplier, name=f"{name}_tile{i}"), MOVES_ONLY)(x)
-            for position, conv in enumerate((depthwise, pointwise)):
-                y = conv(y)  # the shared layer; its output range is this reuse's own
-                y = annotate(QuantPoint(name=f"{name}_q{i}_{position}"),
-                             OUTPUT_ONLY if kept else MOVES_ONLY)(y)
-                scale = self.hold(ChannelScale(name=f"{name}_scale{i}_{position}"),
-                                  scale=f"{name}/scale{i}_{position}")
-                offset = self.hold(ChannelOffset(name=f"{name}_offset{i}_{position}"),
-                                   offset=f"{name}/offset{i}_{position}")
-                y = annotate(scale, LayerQuantizeConfig(["scale"], "tensor") if kept
-                             else MOVES_ONLY)(y)
-                y = annotate(offset, LayerQuantizeConfig(["offset"], "tensor") if kept
-                             else OUTPUT_ONLY)(y)
+
+        def layer(i, j, y):
+            if j == 0:
+                y = annotate(TileGroups(groups, multiplier, name=f"{name}_tile{i}"),
+                             MOVES_ONLY)(y)
+            y = (depthwise, pointwise)[j](y)  # the shared layer
+            # Its output range is this reuse's own.
+            return annotate(QuantPoint(name=f"{name}_q{i}_{j}"),
+                            OUTPUT_ONLY if kept else MOVES_ONLY)(y)
+
+        def norm(i, j, y):
+            scale = self.hold(ChannelScale(name=f"{name}_scale{i}_{j}"),
+                              scale=f"{name}/scale{i}_{j}")
+            offset = self.hold(ChannelOffset(name=f"{name}_offset{i}_{j}"),
+                               offset=f"{name}/offset{i}_{j}")
+            y = annotate(scale, LayerQuantizeConfig(["scale"], "tensor") if kept
+                         else MOVES_ONLY)(y)
+            return annotate(offset, LayerQuantizeConfig(["offset"], "tensor") if kept
+                            else OUTPUT_ONLY)(y)
+
+        def merge(i, y, x):  # ADD + ReLU
             x = annotate(layers.Add(name=f"{name}_add{i}"), MOVES_ONLY)([y, x])
-            x = annotate(layers.ReLU(name=f"{name}_relu{i}"), OUTPUT_ONLY)(x)  # ADD + ReLU
-            if stage["shuffle"] and i < reuse - 1:
-                x = annotate(PaperShuffle(name=f"{name}_shuffle{i}"), MOVES_ONLY)(x)
-        return x
+            return annotate(layers.ReLU(name=f"{name}_relu{i}"), OUTPUT_ONLY)(x)
+
+        def move(i, x):
+            if not stage["shuffle"]:
+                return x
+            return annotate(PaperShuffle(name=f"{name}_shuffle{i}"), MOVES_ONLY)(x)
+
+        return reuse_chain(x, reuse, 2, layer, norm, merge, move)
 
     def trained_constants(self, model):
         """The constants (same keys as constants.npz) from the trained quantized model."""
@@ -370,8 +375,7 @@ def annotate(layer, config):
 # ------------------------------------------------------------------------------------------
 def calibrate(float_model, model, images):
     """Sets every FixedRangeQuantizer's range: min/max of the float model's tensor at that
-    point over `images`, narrowed to the least int8 error (`calibration._best_shrink`)."""
-    from lru_keras.tflite.calibration import HISTOGRAM_BINS, _best_shrink  # noqa: PLC2701
+    point over `images`, narrowed to the least int8 error (`ranges.best_shrink`)."""
 
     names = [layer.name for layer in model.layers
              if any(w.name.endswith("output_min:0") for w in layer.weights)]
@@ -393,7 +397,7 @@ def calibrate(float_model, model, images):
         for k, values in enumerate(probes.predict_on_batch(batch)):
             histograms[k] += np.histogram(values, HISTOGRAM_BINS, (low[k], high[k]))[0]
     ranges = {name: (low[k], high[k]) if name == "quant_input_quant" else
-              tuple(np.array([low[k], high[k]]) * _best_shrink(histograms[k], low[k], high[k]))
+              tuple(np.array([low[k], high[k]]) * best_shrink(histograms[k], low[k], high[k]))
               for k, name in enumerate(names)}
     for name, (minimum, maximum) in ranges.items():
         _set_range(model.get_layer(name), minimum, maximum)

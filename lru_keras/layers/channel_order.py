@@ -1,12 +1,22 @@
-"""Where each channel physically sits while an LRU block runs (channel-shuffle bookkeeping).
+"""Channel order: every index map and channel move of the shuffle and of group tiling.
 
-The paper's shuffle moves single channels, which on CPU costs a slow element-wise gather per
-reuse. Everything else in a reuse is per-channel (depthwise conv, BatchNorm, ReLU, residual)
-or per-group (the grouped 1x1 conv), so it works just as well on any channel order that keeps
-each group's channels together, provided the shared kernels and BatchNorm parameters are
-indexed the same way (a gather of a few thousand weights, not of the activations). So the
-block keeps activations in a "physical" order and tracks the permutation to the paper's
-"logical" order:
+The paper's shuffle (`shuffle_permutation`, `shuffle_channels`): ShuffleNet's 2-group shuffle
+with the two channel halves swapped first, because the plain shuffle keeps the first and the
+last channel in place, so those channels would meet the same filters at every reuse.
+
+Group tiling (`tile_groups`, `expanded_indices`): the LRU block's depthwise conv with depth
+multiplier M runs as a multiplier-1 depthwise conv on the input tiled group by group, which
+keeps each group's M * C/groups outputs side by side for the grouped 1x1 conv. On CPU the
+multiplier-M kernels were the slowest op (oneDNN ~10x; XNNPACK int8: 4.3 vs 1.6 ms per image
+for 14-LruNet-1x).
+
+Physical layouts (`plan_shuffles`): the paper's shuffle moves single channels, which on CPU
+costs a slow element-wise gather per reuse. Everything else in a reuse is per-channel
+(depthwise conv, BatchNorm, ReLU, residual) or per-group (the grouped 1x1 conv), so it works
+just as well on any channel order that keeps each group's channels together, provided the
+shared kernels and BatchNorm parameters are indexed the same way (a gather of a few thousand
+weights, not of the activations). So the block's fast path keeps activations in a "physical"
+order and tracks the permutation to the paper's "logical" order:
 
 - After each reuse the physical tensor is shuffled by a plain 2-group transpose
   ((2, C/2) -> (C/2, 2)), a fast memory-order change, instead of the paper's shuffle.
@@ -15,11 +25,63 @@ block keeps activations in a "physical" order and tracks the permutation to the 
   so the layout stays group-preserving and the grouped conv stays valid. When a layout would
   not be group-preserving, the step falls back to the exact gather.
 - After the last reuse one gather restores the logical order.
+
+The moves are written with reshape, split, concatenate and transpose only: they convert to
+TFLite without GATHER, which XNNPACK does not take (one GATHER per reuse split the delegate
+into one partition per reuse).
 """
 
 import numpy as np
+from keras import ops
 
-from lru_keras.layers.channel_shuffle import shuffle_permutation
+
+def shuffle_permutation(channels, groups=2, swap_halves=True):
+    """Input channel index of each output channel of the shuffle (a numpy int32 array).
+
+    With C channels and g groups the shuffle views the channels as (g, C/g), transposes to
+    (C/g, g) and flattens, so output channel `k*g + j` is input channel `j*C/g + k`; with
+    `swap_halves` the halves `[x[C/2:], x[:C/2]]` are swapped first.
+    """
+    index = np.arange(channels)
+    if swap_halves:
+        index = np.concatenate([index[channels // 2 :], index[: channels // 2]])
+    return index.reshape(groups, channels // groups).T.reshape(-1).astype("int32")
+
+
+def shuffle_channels(x, groups=2, swap_halves=True):
+    """`x[..., shuffle_permutation(C, groups, swap_halves)]` without a gather."""
+    channels = x.shape[-1]
+    leading = _leading_shape(x)
+    y = ops.reshape(x, (*leading, groups, channels // groups))
+    if swap_halves and groups == 2:
+        first, second = ops.split(y, 2, axis=-2)
+        y = ops.concatenate([second, first], axis=-2)
+    elif swap_halves:
+        halves = ops.reshape(x, (*leading, 2, channels // 2))
+        first, second = ops.split(halves, 2, axis=-2)
+        y = ops.reshape(ops.concatenate([second, first], axis=-2),
+                        (*leading, groups, channels // groups))
+    return ops.reshape(ops.swapaxes(y, -1, -2), (*leading, channels))
+
+
+def tile_groups(x, groups, multiplier):
+    """(..., C) -> (..., M * C): each of the `groups` channel groups repeated M times, side by
+    side, so physical channel e = (g, m, r) holds input channel g * C/groups + r. One
+    concatenation of M views (faster than `repeat`: 27 vs 31 ms per stage-1 reuse, batch 256,
+    oneDNN on, 2 cores)."""
+    channels = x.shape[-1]
+    tiled = ops.reshape(x, (-1, groups, 1, channels // groups))
+    tiled = ops.concatenate([tiled] * multiplier, axis=2)
+    return ops.reshape(tiled, (*_leading_shape(x), channels * multiplier))
+
+
+def _leading_shape(x):
+    """All but the channel axis, for reshapes: -1 for the batch and the static sizes where
+    they are known (a graph with static shapes converts to fewer TFLite ops)."""
+    spatial = tuple(x.shape[1:-1])
+    if all(size is not None for size in spatial):
+        return (-1, *spatial)
+    return tuple(ops.shape(x)[:-1])
 
 
 def is_group_preserving(layout, group_size):
