@@ -1,6 +1,5 @@
 """Inter-layer kernel sharing for any functional Keras model (Azadbakht et al., "Drastically
-reducing the number of trainable parameters in deep CNNs by inter-layer kernel-sharing";
-../shared/papers/kernel-sharing.md).
+reducing the number of trainable parameters in deep CNNs by inter-layer kernel-sharing").
 
 Isomorphic layers (same class, same configuration, same weight shapes: for convolutions the
 same kernel size, strides, padding, dilation, filters, groups, bias and input channels) can

@@ -1,5 +1,5 @@
 """REAF and REAF+ (Zhu, Al-Ars, Hofstee, "REAF: Reducing approximation of channels by reducing
-feature reuse within convolution", IEEE Access 8, 2020; ../shared/papers/reaf.md, Sec. III).
+feature reuse within convolution", IEEE Access 8, 2020, Sec. III).
 
 REAF convolution, configuration G_I-G_M-G_O (Eq. 5-6)
 -----------------------------------------------------
@@ -38,8 +38,8 @@ cores, batch 64, forward + backward: 4-3-4 72->72 at 32x32 172 ms masked vs 248 
 On the TensorFlow backend the grouped convolution calls `tf.nn.conv2d` with the grouped
 kernel: with oneDNN it matches the per-group reference in outputs and gradients for 1x1 and
 3x3 kernels, strides 1 and 2 (checked in tests/test_reaf.py). Keras's own `Conv2D(groups>1)`
-avoids it on CPU and compiles a nested XLA function that is 10-400x slower
-(../shared/notes/stack.md). Where TensorFlow's grouped conv has no gradient (oneDNN off,
+avoids it on CPU and compiles a nested XLA function that is 10-400x slower (measured on
+2 CPU cores). Where TensorFlow's grouped conv has no gradient (oneDNN off,
 TensorFlow's default on CPUs without AVX-512; float16) and on other backends `keras.ops.conv`
 is used (see tensorflow_grouped_conv.py). Both paths export to TFLite with
 builtin ops only: GATHER + CONV_2D, or CONV_2D with the masked kernel folded into a constant.

@@ -1,7 +1,7 @@
 """Running a .tflite classifier with LiteRT's interpreter (`ai_edge_litert`), on real data.
 
 `tf.lite.Interpreter` is deprecated; `ai_edge_litert.interpreter.Interpreter` gives the same
-results (../shared/notes/stack.md) and applies the XNNPACK delegate by default. Images come
+results and applies the XNNPACK delegate by default. Images come
 in as the datasets deliver them (float32 pixels in [0, 255]); `TFLiteClassifier` maps them to
 the model's input range and dtype (the int8 scale and zero point are read from the model),
 and returns float scores (int8 outputs dequantized).
