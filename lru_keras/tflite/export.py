@@ -1,12 +1,11 @@
 """`export(model, path, ...)`: a Keras model -> a .tflite an Android app can ship.
 
-Steps: check the arguments and that `path` can be written (before the slow part); build the
-export graph (`graph.export_model`: shared kernels once, GATHER-free shuffles); calibrate
-(int8); convert with builtin ops only (`convert.convert`); tidy the flatbuffer
-(`flatbuffer`: one zero bias per shared kernel, no duplicate constants, no unused tensors,
-batch 1 declared);
-check that no Flex/custom op slipped in and, with `share_weights=True`, that every conv of a
-shared layer reads one weight tensor; then write the .tflite, `<stem>.labels.txt` and
+Steps: check the arguments and that `path` can be written (before the slow part,
+`options`); build the export graph (`graph.export_model`: shared kernels once, GATHER-free
+shuffles); calibrate (int8); convert with builtin ops only (`convert.convert`); tidy the
+flatbuffer (`flatbuffer`: a bias buffer per reuse of a shared int8 kernel, no duplicate
+constants, no unused tensors, batch 1 declared); check that no Flex/custom op slipped in and,
+with `share_weights=True`, that every conv of a shared layer reads one weight tensor; write the .tflite, `<stem>.labels.txt` and
 `<stem>.json` (the input spec) atomically: each goes to a temporary file in the target folder
 and is renamed into place only when all three are complete, so an error never leaves a partial
 or stale set of files behind.
@@ -111,9 +110,7 @@ def export(model, path, quantization="float32", representative_data=None, *,
     if strip_names:
         flatbuffer.strip_names(tflite)
     flatbuffer.rename_io(tflite, "image", _output_name(model))
-    check_builtin_only(tflite, model.name)
-    if quantization == "int8":
-        check_full_integer(tflite, model.name)
+    check_ops(tflite, model.name, full_integer=quantization == "int8")
     sharing = sharing_report(tflite, export_graph)
     if share_weights and not sharing["all_shared"]:
         raise ExportError(
@@ -146,18 +143,15 @@ def export(model, path, quantization="float32", representative_data=None, *,
 # ------------------------------------------------------------------------------------------
 # Checks on the converted file.
 # ------------------------------------------------------------------------------------------
-def check_builtin_only(tflite, name="model"):
-    """ExportError if the model holds Flex (Select TF) or custom ops."""
+def check_ops(tflite, name, full_integer):
+    """ExportError if the file holds Flex (Select TF) or custom ops, which a plain LiteRT
+    runtime cannot run, or, for a full-integer file, any float activation."""
     bad = flatbuffer.non_builtin_ops(tflite)
+    left = flatbuffer.float_activations(tflite) if full_integer else []
     if bad:
         raise ExportError(
             f"model {name!r}: the converted file contains non-builtin ops {bad}, which a plain "
             f"LiteRT runtime (e.g. Android without the Flex delegate) cannot run.")
-
-
-def check_full_integer(tflite, name="model"):
-    """ExportError unless every activation of an int8 model is an integer tensor."""
-    left = flatbuffer.float_activations(tflite)
     if left:
         raise ExportError(
             f"model {name!r}: the int8 export left {len(left)} float tensors ({left[:5]}...): "
