@@ -33,6 +33,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+import onednn
 from conv_floor import conv_floor
 from machine import cpu_model
 from timing import call_seconds
@@ -147,25 +148,25 @@ def measure_this_process(reuses, repeats):
                                          ("literal", LiteralLRUBlock)):
             model = copy_with(shipped, block_class)
             row = {"model": f"{reuse}-LruNet-1x", "reuse": reuse, "formulation": formulation,
-                   "onednn": os.environ["TF_ENABLE_ONEDNN_OPTS"], **measure(model, repeats)}
+                   "onednn": onednn.this_setting(), **measure(model, repeats)}
             if reuse == 14 and formulation == "physical":
                 row["op_time_shares_percent"] = profile(model)
             rows.append(row)
             print(f"{row['model']:>14} {formulation:>8} oneDNN {row['onednn']}: inference "
                   f"{row['inference_images_per_s']:7.1f} img/s, training "
                   f"{row['train_images_per_s']:6.1f} img/s", file=sys.stderr, flush=True)
-    bound = {"onednn": os.environ["TF_ENABLE_ONEDNN_OPTS"],
+    bound = {"onednn": onednn.this_setting(),
              **conv_floor(reuse=max(reuses), repeats=repeats)}
     return {"rows": rows, "conv_bound": bound}
 
 
-def run_child(onednn, reuses, repeats):
-    """This script in a child process with TF_ENABLE_ONEDNN_OPTS=`onednn`; its rows and
+def run_child(setting, reuses, repeats):
+    """This script in a child process with TF_ENABLE_ONEDNN_OPTS=`setting`; its rows and
     conv-kernel bound."""
     command = [sys.executable, __file__, "--child", "--reuse", *map(str, reuses),
                "--repeats", str(repeats)]
-    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
-    result = subprocess.run(command, env=environment, stdout=subprocess.PIPE, text=True,
+    result = subprocess.run(command, env=onednn.child_environment(setting),
+                            stdout=subprocess.PIPE, text=True,
                             check=True)
     return json.loads(result.stdout)
 
@@ -210,15 +211,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reuse", type=int, nargs="+", default=[1, 14])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--onednn", nargs="+", choices=["0", "1"], default=["0", "1"],
-                        help="TF_ENABLE_ONEDNN_OPTS values to measure, each in a child process")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    onednn.add_arguments(parser)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure_this_process(args.reuse, args.repeats)))
         return
-    children = [run_child(onednn, args.reuse, args.repeats) for onednn in args.onednn]
+    children = [run_child(setting, args.reuse, args.repeats) for setting in args.onednn]
     write_report([row for child in children for row in child["rows"]],
                  [child["conv_bound"] for child in children], args.out)
 

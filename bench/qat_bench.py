@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+import onednn
 from machine import cpu_model
 
 ROW = "ROW "  # prefix of a result line on a child's stdout
@@ -66,14 +67,14 @@ def measure_this_process(weights, recipes, seeds, learning_rate, emit):
         return np.concatenate([classifier.predict(images[i:i + 100]).argmax(1)
                                for i in range(0, len(images), 100)])
 
-    onednn = os.environ["TF_ENABLE_ONEDNN_OPTS"]
+    setting = onednn.this_setting()
     float_predictions = keras_predictions(model)
-    emit({"onednn": onednn, "method": "published float (Keras)", "seed": None,
+    emit({"onednn": setting, "method": "published float (Keras)", "seed": None,
           "seconds": 0.0, **_scores(float_predictions, float_predictions, labels)})
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "ptq.tflite"
         spec = tflite.export(model, path, "int8")
-        emit({"onednn": onednn, "method": "post-training int8", "seed": None, "seconds": 0.0,
+        emit({"onednn": setting, "method": "post-training int8", "seed": None, "seconds": 0.0,
               "size_bytes": spec["size_bytes"],
               **_scores(litert_predictions(path), float_predictions, labels)})
         for train_images, epochs in recipes:
@@ -84,7 +85,7 @@ def measure_this_process(weights, recipes, seeds, learning_rate, emit):
                     learning_rate=learning_rate, seed=seed, verbose=2)
                 finetuned_float = _scores(keras_predictions(finetuned), float_predictions,
                                           labels)
-                emit({"onednn": onednn,
+                emit({"onednn": setting,
                       "method": f"QAT int8, {train_images} images x {epochs} epochs, "
                                 f"Adam {learning_rate:g}",
                       "seed": seed, "seconds": round(spec["qat"]["seconds"], 1),
@@ -93,22 +94,22 @@ def measure_this_process(weights, recipes, seeds, learning_rate, emit):
                       **_scores(litert_predictions(path), float_predictions, labels)})
 
 
-def run_child(onednn, args, on_row):
-    """This script in a child process with TF_ENABLE_ONEDNN_OPTS=`onednn`; each row it prints
+def run_child(setting, args, on_row):
+    """This script in a child process with TF_ENABLE_ONEDNN_OPTS=`setting`; each row it prints
     (a stdout line `ROW <json>`) is passed to `on_row` as it arrives, other output (the QAT
     child's progress) goes to stderr."""
     command = [sys.executable, __file__, "--child", "--weights", args.weights,
                "--recipe", *[f"{i}x{e}" for i, e in args.recipe],
                "--seed", *map(str, args.seed), "--learning-rate", str(args.learning_rate)]
-    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
-    with subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True) as child:
+    with subprocess.Popen(command, env=onednn.child_environment(setting),
+                          stdout=subprocess.PIPE, text=True) as child:
         for line in child.stdout:
             if line.startswith(ROW):
                 on_row(json.loads(line[len(ROW):]))
             else:
                 sys.stderr.write(line)
     if child.returncode != 0:
-        raise SystemExit(f"the oneDNN={onednn} child failed with status {child.returncode}")
+        raise SystemExit(f"the oneDNN={setting} child failed with status {child.returncode}")
 
 
 def write_results(out, weights, rows):
@@ -142,10 +143,7 @@ def main():
                         default=[(DEFAULTS["train_images"], DEFAULTS["epochs"])])
     parser.add_argument("--seed", type=int, nargs="+", default=[DEFAULTS["seed"]])
     parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
-    parser.add_argument("--onednn", nargs="+", choices=["0", "1"], default=["0", "1"],
-                        help="TF_ENABLE_ONEDNN_OPTS values to measure, each in a child process")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    onednn.add_arguments(parser)
     args = parser.parse_args()
     if args.child:
         measure_this_process(args.weights, args.recipe, args.seed, args.learning_rate,
@@ -158,8 +156,8 @@ def main():
         print(json.dumps(row), file=sys.stderr, flush=True)
         write_results(args.out, args.weights, rows)
 
-    for onednn in args.onednn:
-        run_child(onednn, args, on_row)
+    for setting in args.onednn:
+        run_child(setting, args, on_row)
     print((args.out / f"qat_bench.{args.weights}.md").read_text())
 
 

@@ -13,11 +13,13 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def replacing(path):
-    """Yields a temporary path beside `path` (same suffix, so writers that look at the file
-    name still work); on success it is renamed over `path` with the usual permissions."""
+    """Yields a temporary path beside `path` (same suffixes, e.g. ".weights.h5", so writers
+    that look at the file name still work); on success it is renamed over `path` with the
+    usual permissions."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
-                                         if path.suffix else ".tmp", dir=path.parent)
+    suffixes = "".join(path.suffixes)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name[:len(path.name) - len(suffixes)]}.",
+                                         suffix=f".tmp{suffixes}", dir=path.parent)
     os.close(handle)
     try:
         yield Path(temporary)

@@ -1,9 +1,7 @@
 """Accuracy of a zoo classifier on a dataset split or on the bundled sample.
 
-Also builds the model a user names (registered weights, or architecture arguments plus an
-optional weights file), so that the command line and the demo share one path from "these
-arguments" to "this accuracy". Models take raw pixels in [0, 255], as the zoo's builders do by
-default and as `lru_keras.data` delivers them.
+Models take raw pixels in [0, 255], as the zoo's builders do by default and as
+`lru_keras.data` delivers them.
 """
 
 import os
@@ -13,53 +11,9 @@ import numpy as np
 from tqdm import tqdm
 
 from lru_keras import data
-from lru_keras.zoo import LruNet, get_builder, get_weights
+from lru_keras.validation import require_positive_int
 
 SAMPLE_SPLIT = "sample"  # the split name reported for the bundled CIFAR-10 sample
-
-
-def build_model(weights=None, *, reuse=None, width=None, dataset=None, classes=None,
-                input_shape=None, shuffle=True, weights_file=None, load_weights=True):
-    """The model for a registered weights name, or an LruNet for architecture arguments.
-
-    Args:
-        weights: a registered weights name (`lru_keras.zoo.list_weights()`), which fixes the
-            architecture, classes and input shape; none of the other arguments may be given.
-        reuse, width, shuffle: LruNet architecture (builder defaults when None).
-        dataset: a dataset name whose classes and image shape the model gets.
-        classes, input_shape: explicit alternatives to `dataset` (must agree with it if both).
-        weights_file: a `.weights.h5` file saved from a model with these arguments.
-        load_weights: False builds the architecture only (fast; enough for counting).
-    """
-    if weights is not None:
-        entry = get_weights(weights)
-        given = dict(reuse=reuse, width=width, dataset=dataset, classes=classes,
-                     input_shape=input_shape, weights_file=weights_file)
-        extra = sorted(k for k, v in given.items() if v is not None) + (
-            [] if shuffle else ["shuffle"])
-        if extra:
-            raise ValueError(
-                f"weights={weights!r} fixes the model ({entry.describe()}, {entry.classes} "
-                f"classes, input {entry.input_shape}); do not also give {extra}."
-            )
-        return get_builder(entry.builder)(
-            **entry.arguments, classes=entry.classes, input_shape=entry.input_shape,
-            weights=entry.name if load_weights else None,
-        )
-    if dataset is not None:
-        spec = data.info(dataset)
-        given = {"classes": classes, "input_shape": input_shape and tuple(input_shape)}
-        implied = {"classes": spec.num_classes, "input_shape": spec.image_shape}
-        for name, value in given.items():
-            if value is not None and value != implied[name]:
-                raise ValueError(
-                    f"{name}={value!r} disagrees with dataset={dataset!r}, which has "
-                    f"{name}={implied[name]!r}; give one or the other."
-                )
-        classes, input_shape = implied["classes"], implied["input_shape"]
-    architecture = {k: v for k, v in dict(reuse=reuse, width=width).items() if v is not None}
-    return LruNet(**architecture, classes=classes, input_shape=input_shape, shuffle=shuffle,
-                  weights=weights_file if load_weights else None)
 
 
 def load_model_file(path):
@@ -125,8 +79,7 @@ def evaluate_sample(model, *, batch_size=256, limit=None, progress=True, model_n
     """Top-1 accuracy on the bundled 500 CIFAR-10 test images (rows are sorted by class)."""
     check_compatible(model, "cifar10")
     images, labels = data.load_sample()
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    require_positive_int("batch_size", batch_size)
     batches = (
         (images[i:i + batch_size].astype("float32"), labels[i:i + batch_size])
         for i in range(0, len(labels), batch_size)
@@ -180,6 +133,4 @@ def format_result(result):
 def _limited(total, limit):
     if limit is None:
         return total
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit={limit!r} must be a positive integer or None")
-    return min(total, limit)
+    return min(total, require_positive_int("limit", limit))

@@ -17,6 +17,7 @@ import tensorflow as tf
 from lru_keras import analysis
 from lru_keras.zoo import ConvMixer, get_builder
 from lru_keras.zoo.convmixer import sharing_runs
+from test_sharing import assert_keras_round_trip, loss_gradients
 
 # Table 1 (CIFAR-10, kernel 9, patch 1): (width, depth, sharing) -> (params, GFLOPs).
 TABLE_1 = {
@@ -44,22 +45,6 @@ RATIOS = {
 def counts(width, depth, sharing, classes=10):
     model = ConvMixer(width, depth, sharing=sharing, classes=classes)
     return analysis.count_parameters(model)["trainable"], analysis.count_macs(model)
-
-
-def perturb(model, seed):
-    """Random weights everywhere (positive BatchNorm scales and variances), so that equal
-    outputs mean equal computations and not equal initializers."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape),
-            ])
-        elif layer.weights:
-            layer.set_weights([w + rng.normal(0, 0.05, w.shape) for w in layer.get_weights()])
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -137,31 +122,25 @@ def test_invalid_sharing_names_argument_and_allowed_values(sharing):
         ConvMixer(16, 4, sharing=sharing)
 
 
-def test_shared_kernel_gradient_is_the_sum_of_its_per_use_gradients(images):
+def test_shared_kernel_gradient_is_the_sum_of_its_per_use_gradients(images, randomize):
     x, y = images
-    shared = perturb(ConvMixer(8, 3, kernel_size=3, sharing="full"), seed=1)
+    shared = randomize(ConvMixer(8, 3, kernel_size=3, sharing="full"), seed=1,
+                       kernel_noise=0.05)
     unshared = ConvMixer(8, 3, kernel_size=3)
     for layer in unshared.layers:  # the unshared copy: every block gets the shared weights
         if layer.weights:
             source = re.sub(r"^block\d+_(depthwise|pointwise)$", r"shared1_\1", layer.name)
             layer.set_weights(shared.get_layer(source).get_weights())
 
-    def gradients(model):
-        with tf.GradientTape() as tape:
-            probabilities = model(x, training=True)
-            loss = keras.losses.sparse_categorical_crossentropy(y, probabilities)
-        variables = {v.path: v for v in model.trainable_weights}
-        return probabilities, dict(zip(variables, tape.gradient(loss, list(variables.values()))))
-
-    p_shared, g_shared = gradients(shared)
-    p_unshared, g_unshared = gradients(unshared)
+    p_shared, g_shared = loss_gradients(shared, x, y)
+    p_unshared, g_unshared = loss_gradients(unshared, x, y)
     np.testing.assert_allclose(p_shared, p_unshared, rtol=1e-5, atol=1e-7)
     for kind in ("depthwise", "pointwise"):
         for variable in ("kernel", "bias"):
-            per_use = [np.asarray(g_unshared[f"block{i}_{kind}/{variable}"]) for i in (1, 2, 3)]
+            per_use = [g_unshared[f"block{i}_{kind}/{variable}"] for i in (1, 2, 3)]
             assert all(np.abs(g).max() > 0 for g in per_use)
             assert not np.allclose(per_use[0], per_use[1])  # each use contributes its own
-            total = np.asarray(g_shared[f"shared1_{kind}/{variable}"])
+            total = g_shared[f"shared1_{kind}/{variable}"]
             np.testing.assert_allclose(total, sum(per_use), rtol=1e-4,
                                        atol=1e-5 * np.abs(total).max())
     # BatchNorms are not shared: each has the same gradient as its unshared counterpart.
@@ -170,20 +149,18 @@ def test_shared_kernel_gradient_is_the_sum_of_its_per_use_gradients(images):
 
 
 @pytest.mark.parametrize("sharing", ["full", 4])
-def test_keras_round_trip_gives_identical_outputs_and_keeps_sharing(sharing, images, tmp_path):
-    model = perturb(ConvMixer(16, 4, kernel_size=5, sharing=sharing), seed=2)
-    path = tmp_path / "convmixer.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_array_equal(loaded.predict(images[0], verbose=0),
-                                  model.predict(images[0], verbose=0))
-    assert analysis.count_parameters(loaded) == analysis.count_parameters(model)
+def test_keras_round_trip_gives_identical_outputs_and_keeps_sharing(sharing, images, tmp_path,
+                                                                    randomize):
+    model = randomize(ConvMixer(16, 4, kernel_size=5, sharing=sharing), seed=2,
+                      kernel_noise=0.05)
+    loaded = assert_keras_round_trip(model, images[0], tmp_path / "convmixer.keras")
     uses = 4 if sharing == "full" else 2  # 4 kernels: two runs of two blocks
     assert len(loaded.get_layer("shared1_depthwise")._inbound_nodes) == uses
 
 
-def test_weights_file_round_trip_and_include_top_false(images, tmp_path):
-    model = perturb(ConvMixer(16, 2, kernel_size=3, sharing="full"), seed=3)
+def test_weights_file_round_trip_and_include_top_false(images, tmp_path, randomize):
+    model = randomize(ConvMixer(16, 2, kernel_size=3, sharing="full"), seed=3,
+                      kernel_noise=0.05)
     path = tmp_path / "convmixer.weights.h5"
     model.save_weights(path)
     again = ConvMixer(16, 2, kernel_size=3, sharing="full", weights=str(path))
@@ -203,8 +180,8 @@ def test_include_top_false_and_patches():
     assert ConvMixer(16, 2, classes=100, classifier_activation=None).output_shape == (None, 100)
 
 
-def test_include_preprocessing_true_on_pixels_equals_false_on_unit_range(images):
-    raw = perturb(ConvMixer(8, 2, kernel_size=3), seed=4)
+def test_include_preprocessing_true_on_pixels_equals_false_on_unit_range(images, randomize):
+    raw = randomize(ConvMixer(8, 2, kernel_size=3), seed=4, kernel_noise=0.05)
     unit = ConvMixer(8, 2, kernel_size=3, include_preprocessing=False)
     unit.set_weights(raw.get_weights())
     np.testing.assert_allclose(raw.predict(images[0], verbose=0),
@@ -215,7 +192,7 @@ def test_registered_as_a_builder():
     assert get_builder("ConvMixer") is ConvMixer
 
 
-def test_stock_tflite_converter_stores_each_shared_kernel_once(images):
+def test_stock_tflite_converter_stores_each_shared_kernel_once(images, randomize):
     """Issue 6 asks that a kernel-shared ConvMixer exports with each shared kernel stored once.
 
     This checks what the stock converter does (float32, builtin ops only): in ConvMixer a GELU
@@ -225,7 +202,8 @@ def test_stock_tflite_converter_stores_each_shared_kernel_once(images):
     """
     interpreter_module = pytest.importorskip("ai_edge_litert.interpreter")
     depth, width, kernel = 4, 16, 5
-    model = perturb(ConvMixer(width, depth, kernel_size=kernel, sharing="full"), seed=5)
+    model = randomize(ConvMixer(width, depth, kernel_size=kernel, sharing="full"), seed=5,
+                      kernel_noise=0.05)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     interpreter = interpreter_module.Interpreter(

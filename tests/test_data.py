@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from lru_keras import data
-from lru_keras.cli_data import add_data_commands
+from lru_keras.cli.data import add_data_commands
 
 @pytest.fixture(scope="module")
 def cifar10_test(shared_arrays):
@@ -117,7 +117,7 @@ def test_missing_data_raises_one_error_naming_dir_and_import_command(tmp_path):
     ({"name": "cifar11"}, "name="),
     ({"split": "tarin"}, "split="),
     ({"split": "train[:-5000]"}, "split="),
-    ({"batch_size": 0}, "batch_size="),
+    ({"batch_size": 0}, "`batch_size`"),
     ({"shuffle": "yes"}, "shuffle="),
     ({"augment": 1}, "augment="),
 ])

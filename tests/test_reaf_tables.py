@@ -1,6 +1,7 @@
-"""Every row of the REAF paper's Tables 1-7 (../shared/papers/reaf.md) built by lru_keras.zoo.
+"""Every row of the REAF paper's Tables 1-7 (Zhu et al., IEEE Access 2020) built by
+lru_keras.zoo.
 
-A test per table checks the trainable parameter count (BatchNorm gamma/beta included, moving
+A test per row checks the trainable parameter count (BatchNorm gamma/beta included, moving
 statistics excluded, as the paper counts) against the paper's #Params: within 0.5% for every
 row that a reading of the paper reproduces. The five rows that no reading reproduces are
 listed in MISMATCHES with their arithmetic; their tests pin our exact (honest) count and
@@ -35,7 +36,7 @@ import keras
 import pytest
 
 from lru_keras import analysis
-from lru_keras.zoo import builders
+from lru_keras.zoo import get_builder
 
 TOLERANCE = 0.005  # 0.5% of the paper's figure
 
@@ -187,7 +188,7 @@ def measure(builder, frozen_arguments):
     Models are built, counted and dropped (no forward pass); only the numbers are cached, so
     rows that appear in several tables are built once.
     """
-    model = builders.get_builder(builder)(**dict(frozen_arguments))
+    model = get_builder(builder)(**dict(frozen_arguments))
     params = analysis.count_parameters(model)["trainable"]
     macs = analysis.count_macs(model)
     macs_1x1 = macs - downsampling_conv1_macs(model) * 3 // 4
@@ -230,46 +231,14 @@ def check_row(row, record_property=None):
         assert abs(diff) <= TOLERANCE, text
 
 
-def _rows(table):
-    return pytest.mark.parametrize("row", [r for r in ROWS if r[0] == table],
-                                   ids=lambda r: r[1])
+IMAGENET_TABLES = ("1", "2", "5")  # ImageNet-sized builds: the full tier (`slow`)
 
 
-@pytest.mark.slow  # ImageNet-sized builds: the full tier
-@_rows("1")
-def test_table1_imagenet_resnet50_vs_reaf_resnet50(row, record_property):
-    check_row(row, record_property)
-
-
-@pytest.mark.slow  # ImageNet-sized builds: the full tier
-@_rows("2")
-def test_table2_imagenet_resnext50_vs_reaf_on_all_three_convs(row, record_property):
-    check_row(row, record_property)
-
-
-@_rows("3")
-def test_table3_cifar100_reaf_resnet50_all_30_configurations(row, record_property):
-    check_row(row, record_property)
-
-
-@_rows("4")
-def test_table4_cifar100_reaf_resnet18_34_101(row, record_property):
-    check_row(row, record_property)
-
-
-@pytest.mark.slow  # ImageNet-sized builds: the full tier
-@_rows("5")
-def test_table5_imagenet_reaf_resnet_and_wide_resnet(row, record_property):
-    check_row(row, record_property)
-
-
-@_rows("6")
-def test_table6_reaf_vs_group_convolution(row, record_property):
-    check_row(row, record_property)
-
-
-@_rows("7")
-def test_table7_reaf_plus_mobilenetv2_and_resnext50(row, record_property):
+@pytest.mark.parametrize("row", [
+    pytest.param(row, marks=pytest.mark.slow) if row[0] in IMAGENET_TABLES else row
+    for row in ROWS
+], ids=lambda row: f"table{row[0]}-{row[1]}")
+def test_params_of_every_row_match_the_paper(row, record_property):
     check_row(row, record_property)
 
 

@@ -10,10 +10,10 @@ import re
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from lru_keras import analysis
 from lru_keras.zoo import SEResNet, get_builder
+from test_sharing import assert_keras_round_trip, loss_gradients
 
 # (depth, share_stages, classes) -> the paper's parameter count.
 PAPER_PARAMS = {
@@ -37,21 +37,6 @@ PAPER_RATIOS = {
 def params(depth, share_stages=(), classes=10):
     model = SEResNet(depth, share_stages=share_stages, classes=classes)
     return analysis.count_parameters(model)["trainable"]
-
-
-def perturb(model, seed):
-    """Random weights everywhere (positive BatchNorm scales and variances)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape),
-            ])
-        elif layer.weights:
-            layer.set_weights([w + rng.normal(0, 0.05, w.shape) for w in layer.get_weights()])
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +83,10 @@ def test_layout_and_sharing_of_one_stage():
     assert se.kernel.shape == (32, 2) and not se.use_bias  # reduction 16, no bias
 
 
-def test_shared_kernel_gradient_is_the_sum_of_its_per_use_gradients(images):
+def test_shared_kernel_gradient_is_the_sum_of_its_per_use_gradients(images, randomize):
     x, y = images
-    shared = perturb(SEResNet(2, widths=(8, 16, 32), share_stages=(2,)), seed=1)
+    shared = randomize(SEResNet(2, widths=(8, 16, 32), share_stages=(2,)), seed=1,
+                       kernel_noise=0.05)
     unshared = SEResNet(2, widths=(8, 16, 32), share_stages=())
     uses = ["stage2_block1_conv2", "stage2_block2_conv1", "stage2_block2_conv2"]
     for layer in unshared.layers:
@@ -108,16 +94,8 @@ def test_shared_kernel_gradient_is_the_sum_of_its_per_use_gradients(images):
             source = "stage2_shared_conv" if layer.name in uses else layer.name
             layer.set_weights(shared.get_layer(source).get_weights())
 
-    def gradients(model):
-        with tf.GradientTape() as tape:
-            probabilities = model(x, training=True)
-            loss = keras.losses.sparse_categorical_crossentropy(y, probabilities)
-        variables = {v.path: v for v in model.trainable_weights}
-        grads = tape.gradient(loss, list(variables.values()))
-        return np.asarray(probabilities), {k: np.asarray(g) for k, g in zip(variables, grads)}
-
-    p_shared, g_shared = gradients(shared)
-    p_unshared, g_unshared = gradients(unshared)
+    p_shared, g_shared = loss_gradients(shared, x, y)
+    p_unshared, g_unshared = loss_gradients(unshared, x, y)
     np.testing.assert_allclose(p_shared, p_unshared, rtol=1e-5, atol=1e-7)
     per_use = [g_unshared[f"{name}/kernel"] for name in uses]
     assert all(np.abs(g).max() > 0 for g in per_use)
@@ -125,14 +103,10 @@ def test_shared_kernel_gradient_is_the_sum_of_its_per_use_gradients(images):
     np.testing.assert_allclose(total, sum(per_use), rtol=1e-4, atol=1e-5 * np.abs(total).max())
 
 
-def test_keras_round_trip_gives_identical_outputs(images, tmp_path):
-    model = perturb(SEResNet(2, widths=(8, 16, 32), share_stages=(1, 2, 3)), seed=2)
-    path = tmp_path / "se_resnet.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_array_equal(loaded.predict(images[0], verbose=0),
-                                  model.predict(images[0], verbose=0))
-    assert analysis.count_parameters(loaded) == analysis.count_parameters(model)
+def test_keras_round_trip_gives_identical_outputs(images, tmp_path, randomize):
+    model = randomize(SEResNet(2, widths=(8, 16, 32), share_stages=(1, 2, 3)), seed=2,
+                      kernel_noise=0.05)
+    assert_keras_round_trip(model, images[0], tmp_path / "se_resnet.keras")
 
 
 @pytest.mark.parametrize("kwargs, argument", [

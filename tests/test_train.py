@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 
 from lru_keras import data
-from lru_keras.cli_train import add_train_commands, config_from_args, main
+from lru_keras.cli import main
+from lru_keras.cli.train import add_train_commands, config_from_args
 from lru_keras.layers import GroupedPointwiseConv2D
 from lru_keras.layers.grouped_pointwise import grouped_pointwise_einsum
 from lru_keras.train import (
@@ -221,15 +222,15 @@ def test_default_validation_is_5000_or_a_tenth(sorted_dir):
     ({"model": "resnet"}, "model='resnet'"),
     ({"dataset": "mnist"}, "dataset='mnist'"),
     ({"recipe": "fast"}, "recipe='fast'"),
-    ({"batch_size": 0}, "batch_size=0"),
-    ({"batch_size": -8}, "batch_size=-8"),
-    ({"batch_size": 12.5}, "batch_size=12.5"),
-    ({"batch_size": True}, "batch_size=True"),
-    ({"epochs": 0}, "epochs=0"),
+    ({"batch_size": 0}, "`batch_size` must be a positive integer, got 0"),
+    ({"batch_size": -8}, "`batch_size` must be a positive integer, got -8"),
+    ({"batch_size": 12.5}, "`batch_size` must be a positive integer, got 12.5"),
+    ({"batch_size": True}, "`batch_size` must be a positive integer, got True"),
+    ({"epochs": 0}, "`epochs` must be a positive integer, got 0"),
     ({"learning_rate": 0}, "learning_rate=0"),
     ({"momentum": 1.0}, "momentum=1.0"),
     ({"dropout": 1.0}, "dropout=1.0"),
-    ({"validation": -1}, "validation=-1"),
+    ({"validation": -1}, "`validation` must be an integer >= 0, got -1"),
     ({"strategy": "tpu"}, "strategy='tpu'"),
     ({"cpu_devices": 2}, "cpu_devices=2"),
     ({"mixed_precision": "int8"}, "mixed_precision='int8'"),

@@ -119,7 +119,7 @@ def test_mirrored_over_two_cpu_devices_matches_single_device_training(tmp_path):
 def test_train_command_runs_with_mirrored_strategy_on_two_cpu_devices(fashion_dir, tmp_path):
     run = tmp_path / "run"
     completed = subprocess.run(
-        [sys.executable, "-m", "lru_keras.cli_train", "train", "--model", "lrunet", "--reuse",
+        [sys.executable, "-m", "lru_keras.cli", "train", "--model", "lrunet", "--reuse",
          "1", "--width", "0.5", "--dataset", "fashion_mnist", "--recipe", "short", "--epochs",
          "1", "--batch-size", "64", "--validation", "100", "--test-images", "200",
          "--strategy", "mirrored", "--cpu-devices", "2", "--data-dir", str(fashion_dir),
@@ -155,7 +155,7 @@ def test_multiworker_two_processes_train_and_agree_on_the_weights(fashion_dir, t
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "lru_keras.cli_train", "train", "--model", "lrunet",
+    command = [sys.executable, "-m", "lru_keras.cli", "train", "--model", "lrunet",
                "--reuse", "1", "--width", "0.5", "--dataset", "fashion_mnist",
                "--recipe", "short", "--epochs", "2", "--batch-size", "64",
                "--validation", "100", "--test-images", "200", "--strategy", "multiworker",

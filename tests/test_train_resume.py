@@ -23,7 +23,7 @@ STEPS = TRAIN_IMAGES // BATCH
 # after the in-memory weights have moved past the last committed state.
 KILLED_RUN = r"""
 import pathlib, sys, time
-from lru_keras.cli_train import main
+from lru_keras.cli import main
 from lru_keras.train import callbacks
 
 marker = pathlib.Path(sys.argv[1])
@@ -79,7 +79,7 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(fashion_dir, tmp_path):
     rows_before = run_dir.read_csv(run / "log.csv")
     assert [row["epoch"] for row in rows_before] == [0, 1]
 
-    second = subprocess.run([sys.executable, "-m", "lru_keras.cli_train", *arguments],
+    second = subprocess.run([sys.executable, "-m", "lru_keras.cli", *arguments],
                             capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"resuming {run} after epoch 2 of {EPOCHS} (optimizer step {2 * STEPS})" in \

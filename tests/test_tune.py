@@ -22,7 +22,7 @@ import pytest
 
 from lru_keras import analysis, data
 from lru_keras.cli import main
-from lru_keras.cli_tune import TUNER_CHOICES
+from lru_keras.cli.tune import TUNER_CHOICES
 from lru_keras.train import plan_splits
 from lru_keras.tune import (
     TUNERS, Budget, SearchFailedError, SearchSpace, search)
@@ -229,7 +229,7 @@ def test_tuner_state_files_are_replaced_whole_during_a_search(tmp_path, monkeypa
     from keras_tuner.src.engine import stateful
     from keras_tuner.src.engine import trial as trial_module
 
-    from lru_keras.train import run_dir
+    from lru_keras import atomic
 
     in_place = stateful.Stateful.save
     path = tmp_path / "trial.json"
@@ -244,7 +244,7 @@ def test_tuner_state_files_are_replaced_whole_during_a_search(tmp_path, monkeypa
         def killed(temporary, target):
             raise KeyboardInterrupt  # the process dies between writing and renaming
 
-        monkeypatch.setattr(run_dir, "_publish_file", killed)
+        monkeypatch.setattr(atomic, "publish", killed)
         trial.hyperparameters.Fixed("width", 0.5)
         with pytest.raises(KeyboardInterrupt):
             trial.save(str(path))
@@ -434,7 +434,7 @@ def test_budget_checks_limits_and_names_what_is_exceeded():
     assert budget.status({"params": 200_000, "mflops": 30, "latency_ms": 1.5}) == "ok"
     assert budget.describe() == "params <= 200k, MFLOPs <= 30, latency <= 1.5 ms"
     assert Budget().describe() == "none" and Budget().status(measured) == "ok"
-    with pytest.raises(ValueError, match="max_params=0 must be a positive integer"):
+    with pytest.raises(ValueError, match="`max_params` must be a positive integer, got 0"):
         Budget(max_params=0)
     with pytest.raises(ValueError, match="max_mflops=-1 must be a positive number"):
         Budget(max_mflops=-1)
@@ -473,7 +473,7 @@ def test_search_refuses_bad_configurations(fashion_dir, tmp_path):
         search(tuner="grid", **TRAINING)
     with pytest.raises(ValueError, match="validation=0"):
         search(**{**TRAINING, "validation": 0})
-    with pytest.raises(ValueError, match="seed=-1 must be an integer >= 0"):
+    with pytest.raises(ValueError, match="`seed` must be an integer >= 0, got -1"):
         search(seed=-1, **TRAINING)
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "notes.txt").write_text("mine")

@@ -8,7 +8,10 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -17,6 +20,7 @@ import pytest
 
 import keras
 
+from lru_keras import zoo
 from lru_keras.zoo import LruNet, get_weights, list_weights
 from lru_keras.zoo import weights as registry
 
@@ -54,6 +58,23 @@ def assert_same_variables(a, b):
 
 def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def user_entry(path):
+    """The registry entry of a user's `.weights.h5` file for LruNet(reuse=1)."""
+    return registry.resolve(str(path), builder="LruNet", include_top=True, classes=None,
+                            input_shape=None, reuse=1, width=1.0, shuffle=True)
+
+
+def assert_refused_untouched(entry, match):
+    """`load_into` refuses `entry` for a fresh LruNet(reuse=1) and changes no variable;
+    returns that model."""
+    model = LruNet(reuse=1)
+    before = variables(model)
+    with pytest.raises(ValueError, match=match) as error:
+        registry.load_into(model, entry)
+    assert_same_variables(variables(model), before)
+    return model, error
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,6 +175,82 @@ def test_license_and_cards_ship_with_the_weights(reference_dir):
         assert f'weights="{entry.dataset}"' in text and "MIT" in text
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_input_contract_and_layer_names_fit_the_built_model(name):
+    """The entry's input shape and pixel range, stem and classifier layers are the model's:
+    its first Rescaling maps `input_range` onto [0, 1], the stem is the first conv and reads
+    the input's channels, the classifier layer outputs the classes."""
+    entry = get_weights(name)
+    convert = load_convert_reference()
+    assert entry.input_range == convert.INPUT_RANGE
+    assert (entry.stem_layer, entry.classifier_layer) == (convert.STEM_LAYER,
+                                                           convert.CLASSIFIER_LAYER)
+    model = zoo.create(name, weights=None)
+    assert model.input_shape[1:] == entry.input_shape
+    rescaling = next(layer for layer in model.layers
+                     if isinstance(layer, keras.layers.Rescaling))
+    ends = np.array(entry.input_range, np.float32).reshape(2, 1, 1, 1)
+    np.testing.assert_allclose(rescaling(ends).numpy().ravel(), [0.0, 1.0], atol=1e-7)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    stem = model.get_layer(entry.stem_layer)
+    assert stem is convs[0] and stem.kernel.shape[2] == entry.input_shape[-1]
+    assert model.get_layer(entry.classifier_layer).output.shape[-1] == entry.classes
+
+
+def test_importing_the_weights_registry_imports_no_model_family():
+    code = ("import sys, lru_keras.zoo.weights, lru_keras.zoo.registry as r; "
+            "print([m for m in sys.modules if m.rsplit('.', 1)[-1] in r.FAMILIES])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=REPO)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_every_family_registers_its_builders():
+    assert zoo.list_builders() == sorted([
+        "ConvMixer", "LruNet", "REAFPlusMobileNetV2", "REAFPlusResNeXt50", "REAFResNeXt",
+        "REAFResNet", "SEResNet", "WideResNet50"])
+    for name in zoo.list_builders():
+        assert getattr(zoo, name) is zoo.get_builder(name)
+        assert name in zoo.__all__
+    with pytest.raises(ValueError, match="registered: .*'LruNet'"):
+        zoo.get_builder("lrunet")
+    with pytest.raises(ValueError, match="already registered"):
+        zoo.registry.register_builder(type("LruNet", (), {"__module__": "elsewhere"}))
+
+
+def test_create_builds_a_weights_name_with_its_weights():
+    created = zoo.create("lrunet1_1x.cifar10")
+    assert_same_variables(variables(created), variables(LruNet(reuse=1, weights="cifar10")))
+    scores = zoo.create("lrunet1_1x.cifar10", classifier_activation=None)
+    assert scores.get_layer("classifier_conv").get_weights()[1].tolist() == \
+        created.get_layer("classifier_conv").get_weights()[1].tolist()
+    backbone = zoo.create("lrunet1_1x.fashion_mnist", include_top=False, pooling="avg",
+                          input_shape=(32, 32, 1))
+    assert backbone.output_shape == (None, 512)
+    fresh = zoo.create("lrunet14_2x.cifar100", weights=None)
+    assert fresh.output_shape == (None, 100) and fresh.input_shape == (None, 32, 32, 3)
+    assert zoo.create("LruNet", reuse=2, classes=7).output_shape == (None, 7)
+    assert zoo.create("ConvMixer", width=8, depth=2).name == "convmixer8_2"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(reuse=2), "reuse=14"),
+    (dict(width=2.0, weights=None), "width=1.0"),
+    (dict(classes=5), "classes=10"),
+    (dict(input_shape=(64, 64, 3)), "(32, 32, 3)"),
+    (dict(weights="cifar100"), "allowed: None"),
+])
+def test_create_refuses_overrides_that_contradict_the_weights(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        zoo.create("lrunet14_1x.cifar10", **overrides)
+
+
+def test_create_names_what_exists_for_an_unknown_name():
+    with pytest.raises(ValueError) as error:
+        zoo.create("lrunet99")
+    assert "lrunet14_1x.cifar10" in str(error.value) and "ConvMixer" in str(error.value)
+
+
 @pytest.mark.parametrize(
     "kwargs, fits",
     [(dict(reuse=2, weights="cifar10"), ["reuse=1", "reuse=14"]),
@@ -228,12 +325,8 @@ def test_corrupt_registered_file_is_refused_and_nothing_loaded(corrupt_zoo):
     entry = get_weights("lrunet1_1x.cifar10")
     assert entry.path().parent == corrupt_zoo
 
-    model = LruNet(reuse=1)
-    before = variables(model)
-    with pytest.raises(ValueError, match="sha256") as error:
-        registry.load_into(model, entry)
+    model, error = assert_refused_untouched(entry, "sha256")
     assert entry.sha256 in str(error.value)
-    assert_same_variables(variables(model), before)
 
     # The corruption is silent without the hash: the file loads, with one changed kernel value.
     registry.load_into(model, dataclasses.replace(entry, sha256=None))
@@ -250,13 +343,7 @@ def test_user_weights_of_a_different_reuse_are_refused(tmp_path):
     with pytest.raises(ValueError, match="does not fit"):
         LruNet(reuse=1, weights=str(path))
 
-    model = LruNet(reuse=1)
-    before = variables(model)
-    entry = registry.resolve(str(path), builder="LruNet", include_top=True, classes=None,
-                             input_shape=None, reuse=1, width=1.0, shuffle=True)
-    with pytest.raises(ValueError, match="nothing was loaded"):
-        registry.load_into(model, entry)
-    assert_same_variables(variables(model), before)
+    assert_refused_untouched(user_entry(path), "nothing was loaded")
 
     smaller = tmp_path / "reuse1.weights.h5"
     LruNet(reuse=1).save_weights(smaller)
@@ -284,13 +371,7 @@ def test_non_h5_files_are_refused_clearly(tmp_path):
     fake.write_text("these are not weights\n")
     with pytest.raises(ValueError, match="not a readable .weights.h5 file"):
         LruNet(reuse=1, weights=str(fake))
-    model = LruNet(reuse=1)
-    before = variables(model)
-    entry = registry.resolve(str(fake), builder="LruNet", include_top=True, classes=None,
-                             input_shape=None, reuse=1, width=1.0, shuffle=True)
-    with pytest.raises(ValueError, match="not a readable"):
-        registry.load_into(model, entry)
-    assert_same_variables(variables(model), before)
+    assert_refused_untouched(user_entry(fake), "not a readable")
 
     arrays = tmp_path / "weights.npz"
     np.savez(arrays, a=np.zeros(3))

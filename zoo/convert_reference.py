@@ -1,10 +1,11 @@
 """Ports the LruNet authors' published checkpoints to Keras weights files (the conversion record).
 
-Input: the NumPy archives of ../shared/reference/cnn-layer-reuse (PyTorch state_dicts of the
-authors' release, MIT License, Copyright (c) 2017 Okan Köpüklü; see zoo/LICENSE). Output, in
-this folder: one `<name>.weights.h5` per checkpoint, `manifest.json` (the registry read by
-lru_keras.zoo.weights: builder arguments, sha256 of input and output, recorded accuracy) and a
-model card `cards/<name>.md` each.
+Input: the authors' release (PyTorch state_dicts, MIT License, Copyright (c) 2017 Okan
+Köpüklü; see zoo/LICENSE) as NumPy archives with their `checkpoints.json` record, in the
+folder given by --reference. Output, in this folder: one `<name>.weights.h5` per checkpoint,
+`manifest.json` (the registry read by lru_keras.zoo.weights: builder arguments, input contract,
+stem and classifier layer names, sha256 of input and output, recorded accuracy) and a model
+card `cards/<name>.md` each.
 
 Run from the repository root:  python zoo/convert_reference.py [--reference DIR]
 """
@@ -22,6 +23,11 @@ from lru_keras.zoo.weights import MANIFEST, sha256_of
 HERE = Path(__file__).resolve().parent
 DEFAULT_REFERENCE = HERE.parent.parent / "shared" / "reference" / "cnn-layer-reuse"
 SOURCE = "okankop/CNN-layer-reuse (commit 1dd8d42), pretrained/{checkpoint}.t7, MIT License"
+# The input contract and layer names every ported LruNet has (builder defaults): raw pixels in
+# [0, 255] (the model rescales them), the first conv and the conv holding the class weights.
+INPUT_RANGE = (0, 255)
+STEM_LAYER = "stem_conv"
+CLASSIFIER_LAYER = "classifier_conv"
 
 # name -> (checkpoint, dataset, builder arguments, classes, input shape, dataset label)
 CHECKPOINTS = {
@@ -56,7 +62,7 @@ def batch_norm(state, prefix):
 
 def port(state, model, reuse):
     """Copies a reference state_dict into an LruNet built with the matching arguments."""
-    model.get_layer("stem_conv").set_weights([conv_kernel(state["features.0.weight"])])
+    model.get_layer(STEM_LAYER).set_weights([conv_kernel(state["features.0.weight"])])
     model.get_layer("stem_bn").set_weights(batch_norm(state, "features.1"))
     for stage in range(1, 5):
         block = model.get_layer(f"stage{stage}")
@@ -69,7 +75,7 @@ def port(state, model, reuse):
             block.norm(i, 1).set_weights(batch_norm(state, f"stage{stage}.pw_bn_list.{i}"))
     model.get_layer("head_conv").set_weights([conv_kernel(state["classifier.0.weight"])])
     model.get_layer("head_bn").set_weights(batch_norm(state, "classifier.1"))
-    model.get_layer("classifier_conv").set_weights(
+    model.get_layer(CLASSIFIER_LAYER).set_weights(
         [conv_kernel(state["classifier.4.weight"]), state["classifier.4.bias"]]
     )
     used = {"features.0.weight", "classifier.0.weight", "classifier.4.weight", "classifier.4.bias"}
@@ -139,7 +145,9 @@ def main():
         entries.append({
             "name": name, "builder": "LruNet", "dataset": dataset,
             "arguments": {**arguments, "shuffle": True}, "classes": classes,
-            "input_shape": list(input_shape), "file": file, "sha256": sha256_of(HERE / file),
+            "input_shape": list(input_shape), "input_range": list(INPUT_RANGE),
+            "stem_layer": STEM_LAYER, "classifier_layer": CLASSIFIER_LAYER,
+            "file": file, "sha256": sha256_of(HERE / file),
             "accuracy": record["acc"], "card": f"cards/{name}.md",
             "source": SOURCE.format(checkpoint=checkpoint)
             + f"; source sha256 {hashlib.sha256(source.read_bytes()).hexdigest()}",

@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 
 from lru_keras.data.catalog import info
 from lru_keras.data.store import not_available_error, prepared_counts, resolve_data_dir
+from lru_keras.validation import require_positive_int
 
 PAD_PIXELS = 4
 MAX_ROTATION_DEGREES = 10.0
@@ -83,9 +84,7 @@ def _check_load_args(name, split, batch_size, training, shuffle, augment, seed,
     if not isinstance(split, str) or not split:
         raise ValueError(f"split={split!r} must be a non-empty TFDS split string such as "
                          f"'train', 'test' or 'train[:-5000]'")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
-            or batch_size <= 0:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    require_positive_int("batch_size", batch_size)
     flags = {"training": training, "drop_remainder": drop_remainder}
     optional_flags = {"shuffle": shuffle, "augment": augment}
     for arg, value in flags.items():

@@ -10,6 +10,7 @@ pixel range the datasets use, [0, 255].
 import numpy as np
 
 from lru_keras import data
+from lru_keras.validation import require_positive_int
 
 # Measured on 14-LruNet-1x (kernels shared, equalized, MSE ranges; CIFAR-10 test accuracy,
 # two different evenly spaced image sets each): 200 images 88.91; 300 images 89.05 / 88.99;
@@ -29,9 +30,8 @@ def calibration_images(representative_data=None, *, dataset=None, image_shape, c
         image_shape: the model's input shape (H, W, C); other shapes are refused.
         count: images to use (default DEFAULT_CALIBRATION_SIZE); user data is cut to it.
     """
-    count = DEFAULT_CALIBRATION_SIZE if count is None else count
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"calibration_size={count!r} must be a positive integer")
+    count = require_positive_int("calibration_size",
+                                 DEFAULT_CALIBRATION_SIZE if count is None else count)
     image_shape = tuple(image_shape)
     if representative_data is None:
         if dataset is None:

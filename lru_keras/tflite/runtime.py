@@ -11,10 +11,11 @@ import os
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from lru_keras import data
+from lru_keras.evaluate import evaluate_batches
 from lru_keras.tflite import flatbuffer
+from lru_keras.validation import require_positive_int
 
 DEFAULT_PIXEL_RANGE = (0.0, 255.0)
 
@@ -101,6 +102,8 @@ class TFLiteClassifier:
         """Float scores for float pixels in [0, 255] (any batch size)."""
         return self.dequantize_output(self.predict_raw(self.quantize_input(images)))
 
+    predict_on_batch = predict  # Keras's name, so that `evaluate_batches` runs it as a model
+
     def check_images(self, image_shape, what):
         """ValueError unless images of `image_shape` fit the model's input."""
         if tuple(image_shape) != self.input_shape:
@@ -120,12 +123,12 @@ def evaluate(path, dataset, split="test", *, batch_size=100, limit=None, num_thr
     the int8 and float kernels give the same scores with any thread count).
     """
     classifier = TFLiteClassifier(path, num_threads=_all_cores(num_threads), xnnpack=xnnpack,
-                                  batch_size=_positive("batch_size", batch_size))
+                                  batch_size=require_positive_int("batch_size", batch_size))
     spec = data.info(dataset)
     classifier.check_images(spec.image_shape, dataset)
     _check_classes(classifier, spec)
     total = data.split_size(dataset, split, data_dir)
-    total = total if limit is None else min(total, _positive("limit", limit))
+    total = total if limit is None else min(total, require_positive_int("limit", limit))
     batches = data.load(dataset, split, batch_size=batch_size, data_dir=data_dir)
     return _run(classifier, batches.as_numpy_iterator(), total, dataset, split, progress)
 
@@ -135,8 +138,10 @@ def evaluate_arrays(path, images, labels, *, dataset="arrays", split="given", ba
     """Top-1 accuracy of a .tflite classifier on in-memory images (pixels 0..255) and labels
     (`num_threads` None: every core, as `evaluate`)."""
     classifier = TFLiteClassifier(path, num_threads=_all_cores(num_threads), xnnpack=xnnpack,
-                                  batch_size=_positive("batch_size", batch_size))
+                                  batch_size=require_positive_int("batch_size", batch_size))
     images, labels = np.asarray(images), np.asarray(labels)
+    if not len(labels):
+        raise ValueError("evaluate_arrays: no images given")
     classifier.check_images(images.shape[1:], dataset)
     if dataset in data.DATASETS:
         _check_classes(classifier, data.info(dataset))
@@ -184,25 +189,11 @@ def _all_cores(num_threads):
 
 
 def _run(classifier, batches, total, dataset, split, progress):
-    correct = seen = 0
-    start = time.perf_counter()
-    with tqdm(total=total, unit="img", desc=f"{classifier.name} {dataset}/{split}",
-              disable=not progress) as bar:
-        for images, labels in batches:
-            take = min(len(labels), total - seen)
-            scores = classifier.predict(images[:take])
-            correct += int(np.sum(np.argmax(scores, axis=-1) == labels[:take]))
-            seen += take
-            bar.update(take)
-            if seen >= total:
-                break
-    seconds = time.perf_counter() - start
-    return {
-        "model": classifier.name, "dataset": dataset, "split": split, "images": seen,
-        "correct": correct, "accuracy": 100 * correct / max(seen, 1), "seconds": seconds,
-        "images_per_second": seen / seconds if seconds else 0.0,
-        "quantization": classifier.spec.get("quantization"),
-    }
+    """The pass of `lru_keras.evaluate.evaluate_batches` (the Keras models' one), plus the
+    file's quantization."""
+    result = evaluate_batches(classifier, batches, total, dataset=dataset, split=split,
+                              progress=progress)
+    return {**result, "quantization": classifier.spec.get("quantization")}
 
 
 def _check_classes(classifier, spec):
@@ -210,11 +201,6 @@ def _check_classes(classifier, spec):
         raise ValueError(f"{classifier.name} predicts {classifier.classes} classes, but "
                          f"{spec.name} has {spec.num_classes}.")
 
-
-def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return value
 
 
 def latency(model, *, num_threads=1, runs=200, warmup=20, xnnpack=True):

@@ -8,7 +8,7 @@ Modules, one job each: `config` (what a run is), `recipes` (defaults and learnin
 schedules), `optimizer` (SGD with PyTorch's coupled weight decay), `splits` (validation held
 out of the training data), `run_dir` (the run directory, refusal, CSV, plot), `callbacks`
 (selection, early stopping, resumable state), `distribute` (strategies, mixed precision, XLA),
-`fit` (the run itself). The command line is `lru-keras train` (lru_keras/cli_train.py).
+`fit` (the run itself). The command line is `lru-keras train` (lru_keras/cli/train.py).
 """
 
 from lru_keras.train.config import TrainConfig

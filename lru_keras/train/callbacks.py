@@ -27,6 +27,7 @@ from pathlib import Path
 
 import keras
 
+from lru_keras import atomic
 from lru_keras.train import run_dir
 
 LATEST = "latest.json"
@@ -177,9 +178,8 @@ def _publish(weights_view, paths, state, plot_title):
     """best.weights.h5, last.weights.h5, log.csv and curves.png from the committed state."""
     if state.get("best_dir"):
         _copy_atomic(paths.state / state["best_dir"] / run_dir.BEST, paths.best)
-    temporary = paths.out / ".last.tmp.weights.h5"
-    weights_view.save_weights(temporary)
-    os.replace(temporary, paths.last)
+    with atomic.replacing(paths.last) as temporary:
+        weights_view.save_weights(temporary)
     run_dir.write_csv(paths.log, state["history"])
     if plot_title is not None and state["history"]:
         run_dir.plot_curves(paths.curves, state["history"], plot_title,
@@ -187,9 +187,8 @@ def _publish(weights_view, paths, state, plot_title):
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    temporary = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+    with atomic.replacing(target) as temporary:
+        shutil.copyfile(source, temporary)
 
 
 def _remove_uncommitted(state_dir: Path, keep: set) -> None:

@@ -16,7 +16,8 @@ import numbers
 
 from lru_keras import data
 from lru_keras.train import distribute, recipes
-from lru_keras.zoo import builders
+from lru_keras.validation import require_int, require_positive_int
+from lru_keras import zoo
 
 # Fields that change how a run is executed, not what it computes: a run may be resumed with
 # other values (e.g. on another machine, with another number of devices).
@@ -27,20 +28,46 @@ RESERVED_MODEL_ARGS = ("classes", "input_shape", "weights", "dropout", "include_
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run. None means "the recipe's value".
+class TrainingOptions:
+    """The options a training run and each trial of a search (`lru_keras.tune`) share. None
+    means "the recipe's value".
+
+    dataset: "cifar10", "cifar100" or "fashion_mnist" (prepared with `lru-keras data import`).
+    recipe: "paper" or "short".
+    epochs, batch_size (global, over all devices), learning_rate (peak), augment: recipe
+        overrides.
+    validation: images held out of the training split for selection (None: 5,000, or a
+        tenth of a smaller training split).
+    train_images: train on only this many images (None: all).
+    seed: weight initialisation, shuffling and augmentation.
+    data_dir: TFDS data dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+    verbose: Keras verbosity: "auto"/1 progress bar, 2 one line per epoch, 0 silent.
+    """
+
+    dataset: str = "cifar10"
+    recipe: str = "paper"
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    augment: bool | None = None
+    validation: int | None = None
+    train_images: int | None = None
+    seed: int = 0
+    data_dir: str | None = None
+    verbose: int | str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(TrainingOptions):
+    """Everything that defines a training run: the `TrainingOptions`, and
 
     model: a builder name of `lru_keras.zoo.list_builders()` (case-insensitive, e.g. "lrunet").
     model_args: builder arguments, e.g. {"reuse": 14, "width": 1.0}.
-    dataset: "cifar10", "cifar100" or "fashion_mnist" (prepared with `lru-keras data import`).
-    recipe: "paper" or "short".
-    epochs, batch_size (global, over all devices), learning_rate (peak), schedule, warmup_epochs,
-    momentum, weight_decay (coupled L2, PyTorch's), nesterov, dropout, augment: recipe overrides.
+    schedule, warmup_epochs, momentum, weight_decay (coupled L2, PyTorch's), nesterov,
+        dropout: recipe overrides (None: the recipe's value).
     patience: early-stopping patience in epochs on validation accuracy (0: off).
-    validation: images held out of the training split (None: 5,000, or a tenth of a smaller
-        training split; 0: no validation, the last epoch's weights count as the best).
-    train_images, test_images: use only this many training / test images (None: all).
-    seed: weight initialisation, shuffling and augmentation.
+    validation=0: no validation, the last epoch's weights count as the best.
+    test_images: test on only this many images (None: all).
     weights: start from pretrained weights: a registered weights or dataset name, or a
         .weights.h5 file (fine-tuning; a classifier of another size is left initialised).
     strategy: "none", "mirrored" or "multiworker"; cpu_devices: with "mirrored", split the
@@ -48,37 +75,24 @@ class TrainConfig:
     mixed_precision: "auto" (float16 with a GPU), "off", "float16", "bfloat16".
     jit_compile: "auto" (XLA with a GPU), "on", "off".
     run_dir: the run's directory (None: runs/<name>-<hash of the config>).
-    data_dir: TFDS data dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
-    verbose: Keras verbosity: "auto"/1 progress bar, 2 one line per epoch, 0 silent.
     """
 
     model: str = "LruNet"
     model_args: dict = dataclasses.field(default_factory=dict)
-    dataset: str = "cifar10"
-    recipe: str = "paper"
-    epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
     schedule: str | None = None
     warmup_epochs: float | None = None
     momentum: float | None = None
     weight_decay: float | None = None
     nesterov: bool | None = None
     dropout: float | None = None
-    augment: bool | None = None
     patience: int | None = None
-    validation: int | None = None
-    train_images: int | None = None
     test_images: int | None = None
-    seed: int = 0
     weights: str | None = None
     strategy: str = "none"
     cpu_devices: int | None = None
     mixed_precision: str = "auto"
     jit_compile: str = "auto"
     run_dir: str | None = None
-    data_dir: str | None = None
-    verbose: int | str = "auto"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -123,16 +137,16 @@ def resolve(config: TrainConfig) -> TrainConfig:
 
 def resolve_model_name(name: str) -> str:
     """The registered builder name for `name`, ignoring case ("lrunet" -> "LruNet")."""
-    names = {known.lower(): known for known in builders.list_builders()}
+    names = {known.lower(): known for known in zoo.list_builders()}
     if not isinstance(name, str) or name.lower() not in names:
         raise ValueError(f"model={name!r} is not a registered model; expected one of "
-                         f"{builders.list_builders()} (case-insensitive)")
+                         f"{zoo.list_builders()} (case-insensitive)")
     return names[name.lower()]
 
 
 def builder_accepts(model: str, argument: str) -> bool:
     """Whether the builder of `model` takes `argument`."""
-    return argument in inspect.signature(builders.get_builder(model)).parameters
+    return argument in inspect.signature(zoo.get_builder(model)).parameters
 
 
 def identity(config: TrainConfig) -> dict:
@@ -170,8 +184,8 @@ def jsonable(values):
 
 
 def _check(config: TrainConfig) -> None:
-    _positive_int("epochs", config.epochs)
-    _positive_int("batch_size", config.batch_size)
+    require_positive_int("epochs", config.epochs)
+    require_positive_int("batch_size", config.batch_size)
     _positive_number("learning_rate", config.learning_rate)
     if config.schedule not in recipes.SCHEDULES:
         raise ValueError(f"schedule={config.schedule!r} is not one of {list(recipes.SCHEDULES)}")
@@ -185,19 +199,19 @@ def _check(config: TrainConfig) -> None:
     for flag in ("nesterov", "augment"):
         if not isinstance(getattr(config, flag), bool):
             raise ValueError(f"{flag}={getattr(config, flag)!r} must be True or False")
-    _int_at_least("patience", config.patience, 0)
+    require_int("patience", config.patience, 0)
     if config.validation is not None:
-        _int_at_least("validation", config.validation, 0)
+        require_int("validation", config.validation, 0)
     for field in ("train_images", "test_images"):
         if getattr(config, field) is not None:
-            _positive_int(field, getattr(config, field))
+            require_positive_int(field, getattr(config, field))
     if isinstance(config.seed, bool) or not isinstance(config.seed, numbers.Integral):
         raise ValueError(f"seed={config.seed!r} must be an integer")
     if config.strategy not in distribute.STRATEGIES:
         raise ValueError(f"strategy={config.strategy!r} is not one of "
                          f"{list(distribute.STRATEGIES)}")
     if config.cpu_devices is not None:
-        _positive_int("cpu_devices", config.cpu_devices)
+        require_positive_int("cpu_devices", config.cpu_devices)
         if config.strategy != "mirrored":
             raise ValueError(f"cpu_devices={config.cpu_devices} only goes with "
                              f"strategy='mirrored' (got strategy={config.strategy!r})")
@@ -209,7 +223,7 @@ def _check(config: TrainConfig) -> None:
         raise ValueError(f"verbose={config.verbose!r} must be 'auto', 0, 1 or 2")
     if not isinstance(config.model_args, dict):
         raise ValueError(f"model_args={config.model_args!r} must be a dict of builder arguments")
-    parameters = inspect.signature(builders.get_builder(config.model)).parameters
+    parameters = inspect.signature(zoo.get_builder(config.model)).parameters
     for name in config.model_args:
         if name in RESERVED_MODEL_ARGS:
             raise ValueError(f"model_args[{name!r}] is set by the training run (from the "
@@ -217,16 +231,6 @@ def _check(config: TrainConfig) -> None:
         if name not in parameters:
             raise ValueError(f"model_args[{name!r}]: {config.model} takes no argument {name!r}; "
                              f"it takes {[p for p in parameters if p not in RESERVED_MODEL_ARGS]}")
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-
-
-def _int_at_least(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
 
 
 def _positive_number(name, value):

@@ -27,12 +27,11 @@ import time
 import keras
 import numpy as np
 
-from lru_keras import __version__, analysis, data
+from lru_keras import __version__, analysis, data, zoo
 from lru_keras.train import callbacks, distribute, recipes, run_dir, splits
 from lru_keras.train import config as config_module
 from lru_keras.train.config import TrainConfig
 from lru_keras.train.optimizer import CoupledSGD
-from lru_keras.zoo import builders
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -171,12 +170,12 @@ def check_batch_size(batch_size: int, train_images: int, replicas: int) -> None:
 
 
 def build_model(config: TrainConfig, spec: data.DatasetSpec):
-    """The model a resolved config describes, with the dataset's classes and image shape."""
-    builder = builders.get_builder(config.model)
+    """The model a resolved config describes, with the dataset's classes and image shape
+    (`lru_keras.zoo.create` of its builder)."""
     arguments = dict(config.model_args, classes=spec.num_classes, input_shape=spec.image_shape)
     if config.dropout is not None:  # None: the builder has no dropout
         arguments["dropout"] = config.dropout
-    return builder(**arguments)
+    return zoo.create(config.model, **arguments)
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> CoupledSGD:
@@ -203,7 +202,7 @@ def _pretrained_source(config: TrainConfig, spec):
     """The model holding the pretrained weights to start from (None without `weights`)."""
     if config.weights is None:
         return None
-    builder = builders.get_builder(config.model)
+    builder = zoo.get_builder(config.model)
     if str(config.weights).endswith(".weights.h5"):  # the user's own file: same architecture
         arguments = dict(config.model_args, classes=spec.num_classes,
                          input_shape=spec.image_shape)

@@ -22,8 +22,9 @@ import csv
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from lru_keras import atomic
 
 CONFIG = "config.json"
 LOG = "log.csv"
@@ -70,19 +71,15 @@ def check(paths: RunPaths, identity: dict) -> str:
     Reads only. `identity` is `config.identity(resolved config)`.
     """
     for directory in dict.fromkeys((paths.root, paths.out)):
-        if not directory.exists():
-            continue
-        if not directory.is_dir():
-            raise RunDirConflictError(f"run dir {str(directory)!r} exists and is not a directory")
-        config_file = directory / CONFIG
-        if config_file.is_file():
-            stored = read_json(config_file).get("identity")
+        recorded = read_record(directory, CONFIG, RunDirConflictError, "run dir")
+        if recorded is not None:
+            stored = recorded.get("identity")
             if stored != identity:
                 raise RunDirConflictError(
                     f"run dir {str(directory)!r} belongs to another configuration "
                     f"({_differences(stored, identity)}); refusing to resume into it. Use "
                     f"another run dir, or delete this one to start over. Nothing was written.")
-        else:
+        elif directory.exists():
             foreign = sorted(p.name for p in directory.iterdir()
                              if p.name not in ARTIFACTS and not p.name.startswith("."))
             if foreign:
@@ -95,6 +92,16 @@ def check(paths: RunPaths, identity: dict) -> str:
     if (paths.state / "latest.json").is_file():
         return "resume"
     return "new"
+
+
+def read_record(directory: Path, name: str, error: type, label: str) -> dict | None:
+    """The JSON file `name` in `directory` that says what the run or search there computes
+    (None if there is none); raises `error`, a message starting with `label`, if
+    `directory` exists and is not a directory."""
+    if directory.exists() and not directory.is_dir():
+        raise error(f"{label} {str(directory)!r} exists and is not a directory")
+    path = directory / name
+    return read_json(path) if path.is_file() else None
 
 
 def record(paths: RunPaths, config: dict, identity: dict, plan: dict, environment: dict) -> None:
@@ -132,36 +139,20 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def write_json(path: str | os.PathLike, value) -> None:
-    """Write JSON atomically (a temporary file renamed over the target)."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                     delete=False) as f:
-        json.dump(value, f, indent=1)
-        f.write("\n")
-    _publish_file(f.name, path)
+    """Write JSON atomically (see `lru_keras.atomic`)."""
+    atomic.write_text(path, json.dumps(value, indent=1) + "\n")
 
 
 def write_csv(path: str | os.PathLike, history: list[dict]) -> None:
     """The epoch log as CSV (atomically): epoch first, then every key in first-seen order."""
-    path = Path(path)
     keys = ["epoch"]
     for row in history:
         keys += [k for k in row if k not in keys]
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                     delete=False, newline="") as f:
+    with atomic.replacing(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         for row in history:
             writer.writerow(row)
-    _publish_file(f.name, path)
-
-
-def _publish_file(temporary: str, path: Path) -> None:
-    """Give a finished temporary file the usual permissions and rename it over `path`."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    os.replace(temporary, path)
 
 
 def read_csv(path: str | os.PathLike) -> list[dict]:
@@ -202,7 +193,5 @@ def plot_curves(path: str | os.PathLike, history: list[dict], title: str,
         axes.legend(fontsize=8)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary)
-    os.replace(temporary, path)
+    with atomic.replacing(path) as temporary:
+        figure.savefig(temporary, format="png")

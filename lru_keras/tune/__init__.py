@@ -11,7 +11,7 @@ Modules, one job each: `space` (what a search may draw, checked), `budget` (para
 int8 latency, and the infeasible verdict), `hypermodel` (the KerasTuner HyperModel, built and
 compiled as `lru_keras.train` does), `run` (`search`: tuners, project directory and resume,
 distributed mode, loud failures, the best model), `report` (table and plot). The command line
-is `lru-keras tune` (lru_keras/cli_tune.py).
+is `lru-keras tune` (lru_keras/cli/tune.py).
 """
 
 from lru_keras.tune.budget import Budget

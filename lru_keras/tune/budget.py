@@ -17,6 +17,7 @@ import numbers
 from pathlib import Path
 
 from lru_keras import analysis
+from lru_keras.validation import require_positive_int
 
 LATENCY_RUNS = 100
 LATENCY_WARMUP = 10
@@ -40,10 +41,8 @@ class Budget:
     max_latency_ms: float | None = None
 
     def __post_init__(self):
-        if self.max_params is not None and (
-                isinstance(self.max_params, bool)
-                or not isinstance(self.max_params, numbers.Integral) or self.max_params < 1):
-            raise ValueError(f"max_params={self.max_params!r} must be a positive integer")
+        if self.max_params is not None:
+            require_positive_int("max_params", self.max_params)
         for name in ("max_mflops", "max_latency_ms"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool)

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from pathlib import Path
 
-from lru_keras import analysis
+from lru_keras import analysis, atomic
 from lru_keras.train import run_dir
 from lru_keras.tune.budget import Budget
 
@@ -118,23 +116,15 @@ def write_tables(directory, rows: list[dict], budget: Budget, title: str, extra:
     directory = Path(directory)
     files = {"table_md": directory / TABLE_MD, "table_csv": directory / TABLE_CSV,
              "table_json": directory / TABLE_JSON}
-    _write_text(files["table_md"], format_markdown(rows, budget, title))
-    with tempfile.NamedTemporaryFile("w", dir=directory, prefix=f".{TABLE_CSV}.", delete=False,
-                                     newline="") as f:
+    atomic.write_text(files["table_md"], format_markdown(rows, budget, title))
+    with atomic.replacing(files["table_csv"]) as temporary, \
+            open(temporary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(f.name, files["table_csv"])
     run_dir.write_json(files["table_json"], {**extra, "budget": budget.to_dict(),
                                              "best": best_row(rows), "rows": rows})
     return {name: str(path) for name, path in files.items()}
-
-
-def _write_text(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                     delete=False) as f:
-        f.write(text)
-    os.replace(f.name, path)
 
 
 def plot(path, rows: list[dict], budget: Budget, title: str) -> str:
@@ -175,8 +165,6 @@ def plot(path, rows: list[dict], budget: Budget, title: str) -> str:
     note = f"; {over} trial(s) over budget, not trained" if over else ""
     figure.suptitle(f"{title} (budget: {budget.describe()}{note})", fontsize=9)
     figure.tight_layout()
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary)
-    os.replace(temporary, path)
+    with atomic.replacing(path) as temporary:
+        figure.savefig(temporary, format="png")
     return str(path)

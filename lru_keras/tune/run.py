@@ -44,7 +44,7 @@ from pathlib import Path
 import keras
 import keras_tuner
 
-from lru_keras import data
+from lru_keras import atomic, data
 from lru_keras.train import callbacks as train_callbacks
 from lru_keras.train import check_batch_size, distribute, run_dir, splits
 from lru_keras.train import config as train_config
@@ -52,6 +52,7 @@ from lru_keras.tune import report
 from lru_keras.tune.budget import Budget, measure
 from lru_keras.tune.hypermodel import LruNetHyperModel
 from lru_keras.tune.space import SearchSpace
+from lru_keras.validation import require_int, require_positive_int
 
 OBJECTIVE = "score"
 INFEASIBLE_SCORE = -1.0
@@ -85,41 +86,26 @@ class SearchConflictError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchConfig:
-    """Everything that defines a search. Training fields left None take the recipe's value.
+class SearchConfig(train_config.TrainingOptions):
+    """Everything that defines a search: the `TrainingOptions` each trial trains with (as in
+    `lru_keras.train`, default recipe "short"; hyperband's max_epochs is `epochs`; the trials
+    are scored on the `validation` images, so it may not be 0; `seed` also drives the tuner's
+    draws, and initialises every trial alike), and
 
-    dataset: "cifar10", "cifar100" or "fashion_mnist" (prepared with `lru-keras data import`).
     tuner: "random", "bayesian" or "hyperband".
     max_trials: trials to run (default 10); with "hyperband" a cap on the trials its brackets
         would run (default: no cap). Raising it on a finished search extends the search.
     space: the `SearchSpace` (N, width, dropout, shuffle).
     budget: the `Budget` (max params, MFLOPs, int8 latency); trials over it are infeasible.
-    recipe, epochs, batch_size, learning_rate, augment: the training of each trial, as in
-        `lru_keras.train` (default recipe "short"); hyperband's max_epochs is `epochs`.
-    validation: images held out of the training split to score the trials on (None: 5,000,
-        or a tenth of a smaller training split); train_images: train on only this many.
-    seed: initialisation (the same for every trial), data order, and the tuner's draws.
     project_dir: the project directory (None: tune/lrunet-<dataset>-<tuner>-<hash>).
-    data_dir: TFDS data dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
-    verbose: "auto"/1 progress bars, 2 one line per epoch, 0 silent.
     """
 
-    dataset: str = "cifar10"
+    recipe: str = "short"
     tuner: str = "random"
     max_trials: int | None = None
     space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
     budget: Budget = dataclasses.field(default_factory=Budget)
-    recipe: str = "short"
-    epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    augment: bool | None = None
-    validation: int | None = None
-    train_images: int | None = None
-    seed: int = 0
     project_dir: str | None = None
-    data_dir: str | None = None
-    verbose: int | str = "auto"
 
     def to_dict(self) -> dict:
         return train_config.jsonable(dataclasses.asdict(self))
@@ -166,12 +152,9 @@ def resolve(config: SearchConfig) -> tuple[SearchConfig, train_config.TrainConfi
     if config.tuner not in TUNERS:
         raise ValueError(f"tuner={config.tuner!r} is not a known tuner; expected one of "
                          f"{list(TUNERS)}")
-    if config.max_trials is not None and (
-            isinstance(config.max_trials, bool) or not isinstance(config.max_trials, int)
-            or config.max_trials < 1):
-        raise ValueError(f"max_trials={config.max_trials!r} must be a positive integer")
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
-        raise ValueError(f"seed={config.seed!r} must be an integer >= 0")
+    if config.max_trials is not None:
+        require_positive_int("max_trials", config.max_trials)
+    require_int("seed", config.seed, 0)
     space = config.space
     if isinstance(space, dict):
         space = SearchSpace.from_dict(space)
@@ -182,12 +165,9 @@ def resolve(config: SearchConfig) -> tuple[SearchConfig, train_config.TrainConfi
     if config.validation == 0:
         raise ValueError("validation=0: a search scores its trials on validation images held "
                          "out of the training split; hold out at least one")
-    training = train_config.resolve(train_config.TrainConfig(
-        model="LruNet", dataset=config.dataset, recipe=config.recipe, epochs=config.epochs,
-        batch_size=config.batch_size, learning_rate=config.learning_rate,
-        augment=config.augment, validation=config.validation,
-        train_images=config.train_images, seed=config.seed, data_dir=config.data_dir,
-        verbose=config.verbose))
+    shared = {field.name: getattr(config, field.name)
+              for field in dataclasses.fields(train_config.TrainingOptions)}
+    training = train_config.resolve(train_config.TrainConfig(model="LruNet", **shared))
     resolved = dataclasses.replace(
         config, space=space, budget=budget, epochs=training.epochs,
         batch_size=training.batch_size, learning_rate=training.learning_rate,
@@ -209,13 +189,9 @@ def default_project_dir(config: SearchConfig) -> str:
 
 def check_project(project: Path, expected: dict) -> None:
     """Refuse a project directory of another search, or one holding files of no search."""
-    if not project.exists():
-        return
-    if not project.is_dir():
-        raise SearchConflictError(f"project dir {str(project)!r} exists and is not a directory")
-    record = project / SEARCH_FILE
-    if record.is_file():
-        stored = run_dir.read_json(record)["identity"]
+    recorded = run_dir.read_record(project, SEARCH_FILE, SearchConflictError, "project dir")
+    if recorded is not None:
+        stored = recorded.get("identity") or {}
         if stored != expected:
             changed = sorted(k for k in set(stored) | set(expected)
                              if stored.get(k) != expected.get(k))
@@ -223,7 +199,7 @@ def check_project(project: Path, expected: dict) -> None:
                 f"project dir {str(project)!r} holds another search (different {changed}); "
                 f"refusing to resume it. Use another project dir, or overwrite=True "
                 f"(--overwrite) to start over.")
-    elif any(not p.name.startswith(".") for p in project.iterdir()):
+    elif project.exists() and any(not p.name.startswith(".") for p in project.iterdir()):
         raise SearchConflictError(f"project dir {str(project)!r} is not empty and holds no "
                                   f"{SEARCH_FILE}; choose an empty or new directory")
 
@@ -477,11 +453,10 @@ def _best_hyperparameters(best: dict, hypermodel: LruNetHyperModel, trial,
 
 def _save_best(project: Path, model, hyperparameters: dict) -> dict:
     """best_model.keras (the trained model, without optimizer) and best_hyperparameters.json,
-    each written to a temporary file first and renamed into place."""
+    each written atomically."""
     path = project / BEST_MODEL
-    temporary = project / f".{BEST_MODEL[:-len('.keras')]}.tmp.keras"
-    train_callbacks.model_only(model).save(temporary)
-    os.replace(temporary, path)
+    with atomic.replacing(path) as temporary:
+        train_callbacks.model_only(model).save(temporary)
     run_dir.write_json(project / BEST_HYPERPARAMETERS, hyperparameters)
     return {"best_model": str(path), "best_hyperparameters": str(project / BEST_HYPERPARAMETERS)}
 

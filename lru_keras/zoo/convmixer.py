@@ -1,6 +1,6 @@
 """ConvMixer (Trockman & Kolter, "Patches are all you need?", 2022), with inter-layer kernel
 sharing (Azadbakht et al., "Drastically reducing the number of trainable parameters in deep
-CNNs by inter-layer kernel-sharing", ../shared/papers/kernel-sharing.md).
+CNNs by inter-layer kernel-sharing").
 
 Layout of ConvMixer-`width`/`depth` (channels_last):
 
@@ -21,9 +21,8 @@ ConvMixer-283/4 112,644.
 
 import keras
 
-from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
 from lru_keras.validation import require_choice, require_positive_int
-from lru_keras.zoo import weights as weights_registry
+from lru_keras.zoo import scaffold
 
 DEFAULT_INPUT_SHAPE = (32, 32, 3)
 DEFAULT_CLASSES = 10
@@ -57,21 +56,14 @@ def sharing_runs(depth, sharing):
     return bounds
 
 
+@scaffold.builder
 def ConvMixer(
     width,
     depth,
     kernel_size=9,
     patch_size=1,
     sharing="none",
-    weights=None,
-    input_shape=None,
-    include_top=True,
-    include_preprocessing=True,
-    classes=None,
-    classifier_activation="softmax",
-    pooling=None,
-    input_tensor=None,
-    name=None,
+    **common,
 ):
     """Builds ConvMixer-`width`/`depth`, optionally with kernels shared between blocks.
 
@@ -84,17 +76,11 @@ def ConvMixer(
             blocks) or an even number of kernels K (4, 8 in the paper): K/2 consecutive runs
             of blocks, each run sharing one depthwise and one pointwise conv. BatchNorms are
             never shared.
-        weights: None (random init) or the path of a `.weights.h5` file saved from a model
-            built with the same arguments (no published ConvMixer weights are registered).
-        input_shape: (height, width, channels); default (32, 32, 3).
-        include_top: keep the classifier; False returns the last block's feature map (or a
-            vector, with `pooling`).
-        include_preprocessing: the model takes raw pixels in [0, 255] (True) and rescales them
-            to [0, 1], or takes [0, 1] (False).
-        classes: number of classes; default 10.
-        classifier_activation: activation on the logits (None returns the logits).
-        pooling: with include_top=False: None, "avg" or "max".
-        input_tensor: optional Keras tensor to use as the model input.
+        weights, input_shape, input_tensor, include_top, include_preprocessing, classes,
+            classifier_activation, pooling: keras.applications' (`scaffold.start`); no
+            ConvMixer weights are published, `weights` takes a `.weights.h5` path. Defaults:
+            input (32, 32, 3), 10 classes; include_top=False returns the last block's feature
+            map.
         name: model name; default "convmixer{width}_{depth}" plus "_shared{K}" when shared.
     """
     width = require_positive_int("width", width)
@@ -104,37 +90,17 @@ def ConvMixer(
     if isinstance(sharing, str):
         require_choice("sharing", sharing, SHARING_NAMES)
     runs = sharing_runs(depth, sharing)
-    require_choice("pooling", pooling, (None, "avg", "max"))
-    entry = None
-    if weights is not None:
-        entry = weights_registry.resolve(
-            weights, builder="ConvMixer", include_top=include_top, classes=classes,
-            input_shape=input_shape, width=width, depth=depth, kernel_size=kernel_size,
-            patch_size=patch_size, sharing=sharing,
-        )
-    classes = require_positive_int("classes", DEFAULT_CLASSES if classes is None else classes)
-    input_shape = tuple(DEFAULT_INPUT_SHAPE if input_shape is None else input_shape)
-    if len(input_shape) != 3 or min(input_shape[:2]) < patch_size:
-        raise ValueError(
-            f"`input_shape` must be (height, width, channels) with height and width >= "
-            f"patch_size={patch_size}, got {input_shape!r}."
-        )
-    if name is None:
-        kernels = 2 * len(runs)
-        name = f"convmixer{width}_{depth}" + ("" if sharing == "none" else f"_shared{kernels}")
+    start = scaffold.start(
+        "ConvMixer", common, default_input_shape=DEFAULT_INPUT_SHAPE,
+        default_classes=DEFAULT_CLASSES, min_size=patch_size,
+        architecture=dict(width=width, depth=depth, kernel_size=kernel_size,
+                          patch_size=patch_size, sharing=sharing))
+    kernels = 2 * len(runs)
+    name = f"convmixer{width}_{depth}" + ("" if sharing == "none" else f"_shared{kernels}")
 
-    def batch_norm(layer_name):
-        return keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=layer_name
-        )
-
-    inputs = keras.Input(input_shape, name="image") if input_tensor is None else input_tensor
-    x = inputs
-    if include_preprocessing:
-        x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(x)
-    x = keras.layers.Conv2D(width, patch_size, strides=patch_size, name="stem_conv")(x)
+    x = keras.layers.Conv2D(width, patch_size, strides=patch_size, name="stem_conv")(start.x)
     x = keras.layers.Activation("gelu", name="stem_gelu")(x)
-    x = batch_norm("stem_bn")(x)
+    x = scaffold.batch_norm("stem_bn")(x)
 
     for r, blocks in enumerate(runs, start=1):
         # One layer object per run, called by every block of the run: its kernel and bias are
@@ -148,24 +114,10 @@ def ConvMixer(
             block = f"block{i + 1}"
             y = depthwise(x)
             y = keras.layers.Activation("gelu", name=f"{block}_depthwise_gelu")(y)
-            y = batch_norm(f"{block}_depthwise_bn")(y)
+            y = scaffold.batch_norm(f"{block}_depthwise_bn")(y)
             x = keras.layers.Add(name=f"{block}_add")([x, y])
             x = pointwise(x)
             x = keras.layers.Activation("gelu", name=f"{block}_pointwise_gelu")(x)
-            x = batch_norm(f"{block}_pointwise_bn")(x)
+            x = scaffold.batch_norm(f"{block}_pointwise_bn")(x)
 
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = keras.layers.Dense(classes, name="classifier")(x)
-        if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, dtype="float32",
-                                        name="predictions")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-
-    model = keras.Model(inputs, x, name=name)
-    if entry is not None:
-        weights_registry.load_into(model, entry, include_top=include_top)
-    return model
+    return start.finish(x, start.dense_classifier, name=name)

@@ -1,8 +1,8 @@
 """LruNet (Köpüklü et al., "Convolutional Neural Networks with Layer Reuse", ICIP 2019).
 
-Built exactly like the authors' reference network (../shared/reference/cnn-layer-reuse/
-README.md), so their checkpoints port to it and `classifier_activation=None` returns the
-reference network's output. Layout for a 32x32 input and width 1 (paper Table 1):
+Built exactly like the authors' reference network (okankop/CNN-layer-reuse), so their
+checkpoints port to it and `classifier_activation=None` returns the reference network's
+output. Layout for a 32x32 input and width 1 (paper Table 1):
 
     conv 3x3/s2 (64) -> BN -> ReLU                       16x16x64
     LRU block F=64, N reuses                             16x16x64
@@ -18,9 +18,8 @@ reference network's output. Layout for a 32x32 input and width 1 (paper Table 1)
 import keras
 
 from lru_keras.layers import GroupedPointwiseConv2D, LRUBlock
-from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
-from lru_keras.validation import require_choice, require_positive_int
-from lru_keras.zoo import weights as weights_registry
+from lru_keras.validation import require_positive_int
+from lru_keras.zoo import scaffold
 
 STEM_FILTERS = 64
 BASE_WIDTHS = (64, 128, 256, 512)
@@ -53,20 +52,13 @@ def _double_channels(x, name):
     return keras.layers.Concatenate(axis=-1, name=name)([x, x])
 
 
+@scaffold.builder
 def LruNet(
     reuse=14,
     width=1.0,
-    weights=None,
-    input_shape=None,
-    include_top=True,
-    include_preprocessing=True,
-    classes=None,
-    classifier_activation="softmax",
     dropout=0.5,
     shuffle=True,
-    pooling=None,
-    input_tensor=None,
-    name=None,
+    **common,
 ):
     """Builds N-LruNet-(width)x, optionally with pretrained weights.
 
@@ -91,36 +83,16 @@ def LruNet(
     """
     reuse = require_positive_int("reuse", reuse)
     widths = stage_widths(width)
-    require_choice("pooling", pooling, (None, "avg", "max"))
-    entry = None
-    if weights is not None:
-        entry = weights_registry.resolve(
-            weights, builder="LruNet", reuse=reuse, width=width, shuffle=shuffle,
-            include_top=include_top, classes=classes, input_shape=input_shape,
-        )
-        classes = entry.classes if classes is None else classes
-        input_shape = entry.input_shape if input_shape is None else input_shape
-    classes = require_positive_int("classes", DEFAULT_CLASSES if classes is None else classes)
-    input_shape = tuple(DEFAULT_INPUT_SHAPE if input_shape is None else input_shape)
-    if len(input_shape) != 3 or min(input_shape[:2]) < 16:
-        raise ValueError(
-            f"`input_shape` must be (height, width, channels) with height and width >= 16, "
-            f"got {input_shape!r}."
-        )
-    if not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
-    name = name or f"lrunet{reuse}_{width:g}x"
-
-    inputs = keras.Input(input_shape, name="image") if input_tensor is None else input_tensor
-    x = inputs
-    if include_preprocessing:
-        x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(x)
+    scaffold.require_dropout(dropout)
+    start = scaffold.start(
+        "LruNet", common, default_input_shape=DEFAULT_INPUT_SHAPE,
+        default_classes=DEFAULT_CLASSES, min_size=16,
+        architecture=dict(reuse=reuse, width=width, shuffle=shuffle))
     stem_filters = STEM_FILTERS if widths[0] % STEM_FILTERS == 0 else widths[0]
-    x = keras.layers.ZeroPadding2D(1, name="stem_pad")(x)
-    x = keras.layers.Conv2D(stem_filters, 3, strides=2, use_bias=False, name="stem_conv")(x)
-    x = keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="stem_bn"
-    )(x)
+    pad, padding = scaffold.conv_padding(3, 2, "stem_pad")
+    x = keras.layers.Conv2D(stem_filters, 3, strides=2, padding=padding, use_bias=False,
+                            name="stem_conv")(pad(start.x))
+    x = scaffold.batch_norm("stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     if widths[0] != stem_filters:  # width 2 in the reference: the stem output is repeated
         x = keras.layers.Concatenate(axis=-1, name="stem_repeat")(
@@ -133,26 +105,15 @@ def LruNet(
         if stage in (1, 2, 3):
             x = _double_channels(x, f"stage{stage}_concat")
 
-    if include_top:
-        head = widths[-1] // 2
-        x = GroupedPointwiseConv2D(head, groups=HEAD_GROUPS, use_bias=False, name="head_conv")(x)
-        x = keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="head_bn"
-        )(x)
+    def top(x):
+        x = GroupedPointwiseConv2D(widths[-1] // 2, groups=HEAD_GROUPS, use_bias=False,
+                                   name="head_conv")(x)
+        x = scaffold.batch_norm("head_bn")(x)
         x = keras.layers.ReLU(name="head_relu")(x)
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        x = keras.layers.Conv2D(classes, 1, name="classifier_conv")(x)
+        x = keras.layers.Conv2D(start.classes, 1, name="classifier_conv")(x)
         x = keras.layers.ReLU(name="classifier_relu")(x)
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, dtype="float32",
-                                        name="predictions")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        x = scaffold.global_pool(x, "avg")
+        return scaffold.predictions(x, start.classifier_activation)
 
-    model = keras.Model(inputs, x, name=name)
-    if entry is not None:
-        weights_registry.load_into(model, entry, include_top=include_top)
-    return model
+    return start.finish(x, top, name=f"lrunet{reuse}_{width:g}x")

@@ -1,4 +1,4 @@
-"""REAF+ models of the REAF paper's Table 7 (../shared/papers/reaf.md, Sec. III-E, IV-D):
+"""REAF+ models of the REAF paper's Table 7 (Zhu et al., IEEE Access 2020, Sec. III-E, IV-D):
 REAF+-MobileNetV2 and REAF+-ResNeXt50, and (with output_groups=None) their baselines.
 
 REAF+ with g_O = `output_groups` is applied to the third conv of every bottleneck (the second
@@ -15,7 +15,7 @@ conv on the 1-padded image (34x34 maps), biases on every conv, an expansion conv
 block too, strides 1, 2, 2, 2, 1, 1, 1 (final maps 5x5), no dropout.
 
 ResNeXt50: the usual 32x4d (bottleneck width 128 at conv2, the 3x3 conv in 32 groups; 25.03M
-on ImageNet, the paper's 23.18M on CIFAR-100), built by `reaf_resnet.build_resnet`.
+on ImageNet, the paper's 23.18M on CIFAR-100), built by `reaf_resnet.resnet_features`.
 """
 
 import keras
@@ -23,11 +23,11 @@ import keras
 from lru_keras.layers import GroupedPointwiseConv2D
 from lru_keras.layers.reaf import REAFPlusNormalization
 from lru_keras.validation import require_choice, require_positive_int
-from lru_keras.zoo import reaf_resnet
+from lru_keras.zoo import scaffold
 from lru_keras.zoo.reaf_resnet import (
-    DEFAULT_CLASSES, PLAIN, STRIDED_CONVS, batch_norm, check_common, classifier,
-    preprocess, resolve_weights,
+    PLAIN, STRIDED_CONVS, classifier, resnet_features, start_model,
 )
+from lru_keras.zoo.scaffold import batch_norm
 
 # (expansion t, output channels c, repeats n, stride s) of MobileNetV2's bottleneck stages.
 MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -49,12 +49,9 @@ def _output_groups(value, allowed=None):
 def _mobilenet_conv(x, filters, stride, use_bias, name, kernel_size=1, groups=1):
     if groups > 1:
         return GroupedPointwiseConv2D(filters, groups=groups, use_bias=use_bias, name=name)(x)
-    if kernel_size > 1 and stride > 1:
-        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
-    return keras.layers.Conv2D(
-        filters, kernel_size, strides=stride, padding="same" if stride == 1 else "valid",
-        use_bias=use_bias, name=name,
-    )(x)
+    pad, padding = scaffold.conv_padding(kernel_size, stride, f"{name}_pad")
+    return keras.layers.Conv2D(filters, kernel_size, strides=stride, padding=padding,
+                               use_bias=use_bias, name=name)(pad(x))
 
 
 def _inverted_residual(x, expansion, filters, stride, cifar, plus_groups, name):
@@ -65,12 +62,9 @@ def _inverted_residual(x, expansion, filters, stride, cifar, plus_groups, name):
         y = _mobilenet_conv(y, hidden, 1, cifar, f"{name}_expand")
         y = batch_norm(f"{name}_expand_bn")(y)
         y = keras.layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
-    if stride > 1:
-        y = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(y)
-    y = keras.layers.DepthwiseConv2D(
-        3, strides=stride, padding="same" if stride == 1 else "valid", use_bias=cifar,
-        name=f"{name}_depthwise",
-    )(y)
+    pad, padding = scaffold.conv_padding(3, stride, f"{name}_pad")
+    y = keras.layers.DepthwiseConv2D(3, strides=stride, padding=padding, use_bias=cifar,
+                                     name=f"{name}_depthwise")(pad(y))
     if plus_groups > 1:
         y = REAFPlusNormalization(plus_groups, "relu6", name=f"{name}_reaf_plus")(y)
     else:
@@ -83,19 +77,12 @@ def _inverted_residual(x, expansion, filters, stride, cifar, plus_groups, name):
     return y
 
 
+@scaffold.builder
 def REAFPlusMobileNetV2(
     output_groups=2,
     stem="imagenet",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=None,
-    classifier_activation="softmax",
-    include_preprocessing=True,
     dropout=None,
-    name=None,
+    **common,
 ):
     """REAF+-MobileNetV2 (paper Table 7), or MobileNetV2 with output_groups=None.
 
@@ -110,26 +97,19 @@ def REAFPlusMobileNetV2(
     """
     plus_groups = _output_groups(output_groups, MOBILENETV2_OUTPUT_GROUPS)
     cifar = stem == "cifar"
-    input_shape = check_common(stem, pooling, input_shape, 32 if stem == "imagenet" else 4)
     if dropout is None:
         dropout = 0.0 if cifar else 0.2
-    if not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
-    entry = resolve_weights(weights, "REAFPlusMobileNetV2", include_top, classes, input_shape,
-                            output_groups=output_groups, stem=stem)
-    classes = require_positive_int("classes", DEFAULT_CLASSES[stem] if classes is None
-                                   else classes)
-    if name is None:
-        name = ("reaf_plus_" if plus_groups > 1 else "") + "mobilenetv2" + (
-            f"_g{plus_groups}" if plus_groups > 1 else "") + ("_cifar" if cifar else "")
+    scaffold.require_dropout(dropout)
+    start = start_model("REAFPlusMobileNetV2", common,
+                        dict(output_groups=output_groups, stem=stem))
+    name = ("reaf_plus_" if plus_groups > 1 else "") + "mobilenetv2" + (
+        f"_g{plus_groups}" if plus_groups > 1 else "") + ("_cifar" if cifar else "")
 
-    inputs = keras.Input(input_shape, name="image") if input_tensor is None else input_tensor
-    x = preprocess(inputs, stem, include_preprocessing)
     if cifar:
-        x = keras.layers.ZeroPadding2D(1, name="stem_pad")(x)
-        x = keras.layers.Conv2D(MOBILENETV2_STEM, 1, name="stem_conv")(x)
+        pad = keras.layers.ZeroPadding2D(1, name="stem_pad")
+        x = keras.layers.Conv2D(MOBILENETV2_STEM, 1, name="stem_conv")(pad(start.x))
     else:
-        x = _mobilenet_conv(x, MOBILENETV2_STEM, 2, False, "stem_conv", kernel_size=3)
+        x = _mobilenet_conv(start.x, MOBILENETV2_STEM, 2, False, "stem_conv", kernel_size=3)
     x = batch_norm("stem_bn")(x)
     x = keras.layers.ReLU(6.0, name="stem_relu")(x)
     block = 0
@@ -142,28 +122,17 @@ def REAFPlusMobileNetV2(
     x = _mobilenet_conv(x, MOBILENETV2_HEAD, 1, cifar, "head_conv")
     x = batch_norm("head_bn")(x)
     x = keras.layers.ReLU(6.0, name="head_relu")(x)
-    x = classifier(x, include_top, pooling, classes, classifier_activation, dropout=dropout)
-    model = keras.Model(inputs, x, name=name)
-    if entry is not None:
-        reaf_resnet.weights_registry.load_into(model, entry, include_top=include_top)
-    return model
+    return start.finish(x, classifier(start, dropout), name=name)
 
 
+@scaffold.builder
 def REAFPlusResNeXt50(
     output_groups=2,
     cardinality=32,
     base_width=128,
     stem="imagenet",
     strided_conv="3x3",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=None,
-    classifier_activation="softmax",
-    include_preprocessing=True,
-    name=None,
+    **common,
 ):
     """REAF+-ResNeXt50 (paper Table 7), or ResNeXt50 (32x4d) with output_groups=None.
 
@@ -187,26 +156,14 @@ def REAFPlusResNeXt50(
             f"`base_width`={base_width} must be a multiple of `cardinality`={cardinality}."
         )
     require_choice("strided_conv", strided_conv, STRIDED_CONVS)
-    input_shape = check_common(stem, pooling, input_shape, 32 if stem == "imagenet" else 4)
-    entry = resolve_weights(
-        weights, "REAFPlusResNeXt50", include_top, classes, input_shape,
+    start = start_model("REAFPlusResNeXt50", common, dict(
         output_groups=output_groups, cardinality=cardinality, base_width=base_width,
-        stem=stem, strided_conv=strided_conv,
-    )
-    classes = require_positive_int("classes", DEFAULT_CLASSES[stem] if classes is None
-                                   else classes)
-    if name is None:
-        name = ("reaf_plus_" if plus_groups > 1 else "") + (
-            f"resnext50_{cardinality}x{base_width // cardinality}d") + (
-            f"_g{plus_groups}" if plus_groups > 1 else "")
-    model = reaf_resnet.build_resnet(
-        depth=50, base_width=base_width, out_width=base_width,
+        stem=stem, strided_conv=strided_conv))
+    name = ("reaf_plus_" if plus_groups > 1 else "") + (
+        f"resnext50_{cardinality}x{base_width // cardinality}d") + (
+        f"_g{plus_groups}" if plus_groups > 1 else "")
+    x = resnet_features(
+        start.x, depth=50, base_width=base_width, out_width=base_width,
         groups={"conv1": PLAIN, "conv2": (cardinality, 1, cardinality), "conv3": PLAIN},
-        plus_groups=plus_groups, stem=stem, strided_conv=strided_conv,
-        include_top=include_top, input_tensor=input_tensor, input_shape=input_shape,
-        pooling=pooling, classes=classes, classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing, name=name,
-    )
-    if entry is not None:
-        reaf_resnet.weights_registry.load_into(model, entry, include_top=include_top)
-    return model
+        plus_groups=plus_groups, stem=stem, strided_conv=strided_conv)
+    return start.finish(x, classifier(start), name=name)

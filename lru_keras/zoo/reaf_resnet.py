@@ -1,5 +1,5 @@
 """REAF-ResNet, REAF-WideResNet50, REAF-ResNeXt and their baselines (Zhu et al., IEEE Access
-2020, ../shared/papers/reaf.md, Tables 1-6), all from one ResNet builder.
+2020, Tables 1-6), all from one ResNet builder.
 
 Layout (channels_last; stage s = 0..3 is the paper's conv2..conv5, stride 1, 2, 2, 2):
 
@@ -36,9 +36,9 @@ import keras
 
 from lru_keras.layers import GroupedPointwiseConv2D
 from lru_keras.layers.reaf import REAFConv2D, REAFPlusNormalization, parse_reaf_groups
-from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
 from lru_keras.validation import require_choice, require_positive_int
-from lru_keras.zoo import weights as weights_registry
+from lru_keras.zoo import scaffold
+from lru_keras.zoo.scaffold import batch_norm
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 STEM_FILTERS = 64
@@ -73,74 +73,44 @@ def config_text(groups):
 # ------------------------------------------------------------------------------------------
 # Pieces shared with reaf_plus.py
 # ------------------------------------------------------------------------------------------
-def batch_norm(name):
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
-
-
 def conv(x, filters, kernel_size, strides, groups, name, use_bias=False):
     """A conv with REAF `groups` (G_I, G_M, G_O): plain Conv2D for (1, 1, 1), the fast grouped
-    1x1 for (G, 1, G), else REAFConv2D. Strided kxk convs pad k // 2 on every side, as
-    PyTorch does (Keras "same" pads only bottom/right)."""
+    1x1 for (G, 1, G), else REAFConv2D; padded as PyTorch pads (`scaffold.conv_padding`)."""
     groups = tuple(groups)
-    pad = kernel_size // 2
-    padding = "same" if strides == 1 else "valid"
-    if pad and strides != 1:
-        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-    common = dict(use_bias=use_bias, kernel_initializer=conv_init(), name=name)
+    pad, padding = scaffold.conv_padding(kernel_size, strides, f"{name}_pad")
+    x = pad(x)
+    options = dict(use_bias=use_bias, kernel_initializer=conv_init(), name=name)
     if groups == PLAIN:
         layer = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
-                                    **common)
+                                    **options)
     elif kernel_size == 1 and strides == 1 and groups[1] == 1 and groups[0] == groups[2]:
-        layer = GroupedPointwiseConv2D(filters, groups=groups[0], **common)
+        layer = GroupedPointwiseConv2D(filters, groups=groups[0], **options)
     else:
         layer = REAFConv2D(filters, kernel_size, strides=strides, groups=groups,
-                           padding=padding, **common)
+                           padding=padding, **options)
     return layer(x)
 
 
-def preprocess(x, stem, include_preprocessing):
-    """Raw pixels in [0, 255] -> per-channel standardised (one multiply-add), if asked."""
-    if not include_preprocessing:
-        return x
-    mean, std = PIXEL_STATS[stem]
-    return keras.layers.Rescaling(
-        scale=[1.0 / (255.0 * s) for s in std], offset=[-m / s for m, s in zip(mean, std)],
-        name="normalization",
-    )(x)
+def start_model(builder, common, architecture):
+    """`scaffold.start` for the REAF paper's models: defaults, minimum input size and input
+    standardisation of their stem (`architecture["stem"]`, "imagenet" or "cifar")."""
+    stem = require_choice("stem", architecture["stem"], STEMS)
+    return scaffold.start(
+        builder, common, default_input_shape=DEFAULT_INPUT_SHAPE[stem],
+        default_classes=DEFAULT_CLASSES[stem], min_size=32 if stem == "imagenet" else 4,
+        pixel_stats=PIXEL_STATS[stem], architecture=architecture)
 
 
-def classifier(x, include_top, pooling, classes, classifier_activation, dropout=0.0):
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+def classifier(start, dropout=0.0):
+    """The head of the paper's models: "avg_pool" -> (Dropout "dropout") -> Dense
+    "predictions" with the classifier activation inside."""
+    def top(x):
+        x = scaffold.global_pool(x, "avg")
         if dropout:
             x = keras.layers.Dropout(dropout, name="dropout")(x)
-        return keras.layers.Dense(classes, activation=classifier_activation,
+        return keras.layers.Dense(start.classes, activation=start.classifier_activation,
                                   name="predictions")(x)
-    if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return x
-
-
-def check_common(stem, pooling, input_shape, min_size):
-    require_choice("stem", stem, STEMS)
-    require_choice("pooling", pooling, (None, "avg", "max"))
-    input_shape = tuple(DEFAULT_INPUT_SHAPE[stem] if input_shape is None else input_shape)
-    if len(input_shape) != 3 or min(input_shape[:2]) < min_size:
-        raise ValueError(
-            f"`input_shape` must be (height, width, channels) with height and width >= "
-            f"{min_size}, got {input_shape!r}."
-        )
-    return input_shape
-
-
-def resolve_weights(weights, builder, include_top, classes, input_shape, **architecture):
-    """None, or the registry entry for `weights` (a .weights.h5 path; none are published)."""
-    if weights is None:
-        return None
-    return weights_registry.resolve(weights, builder=builder, include_top=include_top,
-                                    classes=classes, input_shape=input_shape, **architecture)
+    return top
 
 
 # ------------------------------------------------------------------------------------------
@@ -185,16 +155,14 @@ def _basic_block(x, width, filters, strides, groups, name):
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def build_resnet(*, depth, base_width, out_width, groups, plus_groups=1, stem, strided_conv,
-                 include_top, input_tensor, input_shape, pooling, classes,
-                 classifier_activation, include_preprocessing, name):
-    """The functional model; `groups` maps "conv1"/"conv2"/"conv3" to REAF groups."""
-    inputs = keras.Input(input_shape, name="image") if input_tensor is None else input_tensor
-    x = preprocess(inputs, stem, include_preprocessing)
+def resnet_features(x, *, depth, base_width, out_width, groups, plus_groups=1, stem,
+                    strided_conv):
+    """The ResNet on the (preprocessed) input `x`, up to conv5; `groups` maps
+    "conv1"/"conv2"/"conv3" to REAF groups."""
     if stem == "imagenet":
-        x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
-        x = keras.layers.Conv2D(STEM_FILTERS, 7, strides=2, use_bias=False,
-                                kernel_initializer=conv_init(), name="conv1_conv")(x)
+        pad, padding = scaffold.conv_padding(7, 2, "conv1_pad")
+        x = keras.layers.Conv2D(STEM_FILTERS, 7, strides=2, padding=padding, use_bias=False,
+                                kernel_initializer=conv_init(), name="conv1_conv")(pad(x))
     else:
         x = keras.layers.Conv2D(STEM_FILTERS, 3, padding="same", use_bias=False,
                                 kernel_initializer=conv_init(), name="conv1_conv")(x)
@@ -216,16 +184,10 @@ def build_resnet(*, depth, base_width, out_width, groups, plus_groups=1, stem, s
                                 groups, plus_groups, strided_conv, block_name)
             else:
                 x = _basic_block(x, base_width * scale, filters, strides, groups, block_name)
-    x = classifier(x, include_top, pooling, classes, classifier_activation)
-    return keras.Model(inputs, x, name=name)
+    return x
 
 
-def _finish(model, entry, include_top):
-    if entry is not None:
-        weights_registry.load_into(model, entry, include_top=include_top)
-    return model
-
-
+@scaffold.builder
 def REAFResNet(
     depth=50,
     config="4-3-4",
@@ -233,15 +195,7 @@ def REAFResNet(
     out_width=None,
     stem="imagenet",
     strided_conv="3x3",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=None,
-    classifier_activation="softmax",
-    include_preprocessing=True,
-    name=None,
+    **common,
 ):
     """REAF-ResNet-`depth` (paper Tables 1, 3, 4, 5), or the plain ResNet with config=None.
 
@@ -272,7 +226,6 @@ def REAFResNet(
     depth = require_choice("depth", depth, tuple(STAGE_BLOCKS))
     groups = parse_config(config)
     require_choice("strided_conv", strided_conv, STRIDED_CONVS)
-    input_shape = check_common(stem, pooling, input_shape, 32 if stem == "imagenet" else 4)
     base_width = require_positive_int(
         "base_width", (72 if groups else 64) if base_width is None else base_width)
     if out_width is not None and depth < 50 and out_width != base_width:
@@ -285,42 +238,25 @@ def REAFResNet(
     reaf = groups or PLAIN
     layout = ({"conv1": PLAIN, "conv2": reaf, "conv3": PLAIN} if depth >= 50
               else {"conv1": reaf, "conv2": PLAIN})
-    entry = resolve_weights(
-        weights, "REAFResNet", include_top, classes, input_shape, depth=depth,
-        config=None if groups is None else config_text(groups), base_width=base_width,
-        out_width=out_width, stem=stem, strided_conv=strided_conv,
-    )
-    classes = require_positive_int("classes", DEFAULT_CLASSES[stem] if classes is None
-                                   else classes)
-    if name is None:
-        widths = f"{base_width}" + (f"-{out_width}" if depth >= 50 else "")
-        name = (f"reaf_resnet{depth}_{widths}_{config_text(groups)}" if groups
-                else f"resnet{depth}" + ("" if base_width == 64 else f"_{base_width}"))
-    model = build_resnet(
-        depth=depth, base_width=base_width, out_width=out_width, groups=layout, stem=stem,
-        strided_conv=strided_conv, include_top=include_top, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing, name=name,
-    )
-    return _finish(model, entry, include_top)
+    start = start_model("REAFResNet", common, dict(
+        depth=depth, config=None if groups is None else config_text(groups),
+        base_width=base_width, out_width=out_width, stem=stem, strided_conv=strided_conv))
+    widths = f"{base_width}" + (f"-{out_width}" if depth >= 50 else "")
+    name = (f"reaf_resnet{depth}_{widths}_{config_text(groups)}" if groups
+            else f"resnet{depth}" + ("" if base_width == 64 else f"_{base_width}"))
+    x = resnet_features(start.x, depth=depth, base_width=base_width, out_width=out_width,
+                        groups=layout, stem=stem, strided_conv=strided_conv)
+    return start.finish(x, classifier(start), name=name)
 
 
+@scaffold.builder
 def WideResNet50(
     config=None,
     base_width=None,
     out_width=None,
     stem="imagenet",
     strided_conv="3x3",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=None,
-    classifier_activation="softmax",
-    include_preprocessing=True,
-    name=None,
+    **common,
 ):
     """WideResNet50 (widen 2.0: bottleneck width 128 at conv2, torchvision's
     wide_resnet50_2, 68.88M) or, with a config, REAF-WideResNet50 (paper Table 5:
@@ -329,18 +265,14 @@ def WideResNet50(
     groups = parse_config(config)
     if base_width is None:
         base_width = 136 if groups else 128
-    if name is None:
-        name = (f"reaf_wide_resnet50_{base_width}_{config_text(groups)}" if groups
-                else "wide_resnet50_2" if base_width == 128 else f"wide_resnet50_{base_width}")
-    return REAFResNet(
-        50, config=config, base_width=base_width, out_width=out_width, stem=stem,
-        strided_conv=strided_conv, include_top=include_top, weights=weights,
-        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing, name=name,
-    )
+    common["name"] = common["name"] or (
+        f"reaf_wide_resnet50_{base_width}_{config_text(groups)}" if groups
+        else "wide_resnet50_2" if base_width == 128 else f"wide_resnet50_{base_width}")
+    return REAFResNet(50, config=config, base_width=base_width, out_width=out_width, stem=stem,
+                      strided_conv=strided_conv, **common)
 
 
+@scaffold.builder
 def REAFResNeXt(
     depth=50,
     config="4-3-4",
@@ -348,15 +280,7 @@ def REAFResNeXt(
     base_width=None,
     stem="imagenet",
     strided_conv="3x3",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=None,
-    classifier_activation="softmax",
-    include_preprocessing=True,
-    name=None,
+    **common,
 ):
     """REAF-ResNet with REAF on all three bottleneck convs (paper Tables 2 and 6), or with
     config=None the ResNeXt baseline of those tables: all three convs grouped.
@@ -377,23 +301,13 @@ def REAFResNeXt(
         base_width = 64 if reaf else 128
     base_width = require_positive_int("base_width", base_width)
     require_choice("strided_conv", strided_conv, STRIDED_CONVS)
-    input_shape = check_common(stem, pooling, input_shape, 32 if stem == "imagenet" else 4)
-    entry = resolve_weights(
-        weights, "REAFResNeXt", include_top, classes, input_shape, depth=depth,
-        config=None if reaf is None else config_text(reaf), groups=groups,
-        base_width=base_width, stem=stem, strided_conv=strided_conv,
-    )
-    classes = require_positive_int("classes", DEFAULT_CLASSES[stem] if classes is None
-                                   else classes)
-    if name is None:
-        name = (f"reaf_resnext{depth}_{base_width}_{config_text(reaf)}" if reaf
-                else f"resnext{depth}_{groups}x{base_width // groups}d_all")
-    model = build_resnet(
-        depth=depth, base_width=base_width, out_width=base_width,
+    start = start_model("REAFResNeXt", common, dict(
+        depth=depth, config=None if reaf is None else config_text(reaf), groups=groups,
+        base_width=base_width, stem=stem, strided_conv=strided_conv))
+    name = (f"reaf_resnext{depth}_{base_width}_{config_text(reaf)}" if reaf
+            else f"resnext{depth}_{groups}x{base_width // groups}d_all")
+    x = resnet_features(
+        start.x, depth=depth, base_width=base_width, out_width=base_width,
         groups={"conv1": conv_groups, "conv2": conv_groups, "conv3": conv_groups},
-        stem=stem, strided_conv=strided_conv, include_top=include_top,
-        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing, name=name,
-    )
-    return _finish(model, entry, include_top)
+        stem=stem, strided_conv=strided_conv)
+    return start.finish(x, classifier(start), name=name)

@@ -1,6 +1,7 @@
 """SE-ResNet for CIFAR (Hu et al., "Squeeze-and-excitation networks", 2018) as used by the
-kernel-sharing paper (Azadbakht et al., ../shared/papers/kernel-sharing.md, Sec. 3.3), with
-inter-layer kernel sharing per stage.
+kernel-sharing paper (Azadbakht et al., "Drastically reducing the number of trainable
+parameters in deep CNNs by inter-layer kernel-sharing", Sec. 3.3), with inter-layer kernel
+sharing per stage.
 
 Layout of SE-ResNet-d`depth` with stage widths (64, 128, 256) (channels_last):
 
@@ -21,9 +22,9 @@ its own BatchNorm. The paper's figures (CIFAR-10): d8 baseline ~12.1M, d4 shared
 
 import keras
 
-from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
 from lru_keras.validation import require_choice, require_positive_int
-from lru_keras.zoo import weights as weights_registry
+from lru_keras.zoo import scaffold
+from lru_keras.zoo.scaffold import batch_norm
 
 STEM_FILTERS = 16
 DEFAULT_WIDTHS = (64, 128, 256)
@@ -33,17 +34,12 @@ DEFAULT_INPUT_SHAPE = (32, 32, 3)
 DEFAULT_CLASSES = 10
 
 
-def _batch_norm(name):
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
-
-
 def _conv3x3(filters, strides, name):
-    """A 3x3 conv without bias. Strided convs pad 1 on every side, as PyTorch's padding=1 does
-    (Keras "same" would pad only bottom/right, misaligning them with the 1x1 shortcut)."""
-    if strides == 1:
-        return keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)
-    pad = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")
-    conv = keras.layers.Conv2D(filters, 3, strides=strides, use_bias=False, name=name)
+    """A 3x3 conv without bias, as a function of its input (padded as PyTorch pads, see
+    `scaffold.conv_padding`)."""
+    pad, padding = scaffold.conv_padding(3, strides, f"{name}_pad")
+    conv = keras.layers.Conv2D(filters, 3, strides=strides, padding=padding, use_bias=False,
+                               name=name)
     return lambda x: conv(pad(x))
 
 
@@ -67,31 +63,24 @@ def _block(x, filters, strides, conv1, conv2, name, reduction):
         shortcut = keras.layers.Conv2D(
             filters, 1, strides=strides, use_bias=False, name=f"{name}_shortcut_conv"
         )(x)
-        shortcut = _batch_norm(f"{name}_shortcut_bn")(shortcut)
+        shortcut = batch_norm(f"{name}_shortcut_bn")(shortcut)
     y = conv1(x)
-    y = _batch_norm(f"{name}_bn1")(y)
+    y = batch_norm(f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = conv2(y)
-    y = _batch_norm(f"{name}_bn2")(y)
+    y = batch_norm(f"{name}_bn2")(y)
     y = _squeeze_excite(y, filters, reduction, f"{name}_se")
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
+@scaffold.builder
 def SEResNet(
     depth=8,
     widths=DEFAULT_WIDTHS,
     share_stages=(1, 2, 3),
     se_reduction=SE_REDUCTION,
-    weights=None,
-    input_shape=None,
-    include_top=True,
-    include_preprocessing=True,
-    classes=None,
-    classifier_activation="softmax",
-    pooling=None,
-    input_tensor=None,
-    name=None,
+    **common,
 ):
     """Builds SE-ResNet-d`depth`, optionally with one shared 3x3 kernel per chosen stage.
 
@@ -101,17 +90,10 @@ def SEResNet(
         share_stages: stages (1-based) whose isomorphic 3x3 convs share one kernel: () is the
             baseline, (1, 2, 3) the paper's all-stages sharing, (2, 3) and (3,) its other two.
         se_reduction: reduction ratio of the SE bottleneck (16).
-        weights: None (random init) or the path of a `.weights.h5` file saved from a model
-            built with the same arguments (no published weights are registered).
-        input_shape: (height, width, channels); default (32, 32, 3).
-        include_top: keep the classifier; False returns the stage-3 feature map (or a vector,
-            with `pooling`).
-        include_preprocessing: the model takes raw pixels in [0, 255] (True) and rescales them
-            to [0, 1], or takes [0, 1] (False).
-        classes: number of classes; default 10.
-        classifier_activation: activation on the logits (None returns the logits).
-        pooling: with include_top=False: None, "avg" or "max".
-        input_tensor: optional Keras tensor to use as the model input.
+        weights, input_shape, input_tensor, include_top, include_preprocessing, classes,
+            classifier_activation, pooling: keras.applications' (`scaffold.start`); no
+            SE-ResNet weights are published, `weights` takes a `.weights.h5` path. Defaults:
+            input (32, 32, 3), 10 classes; include_top=False returns the stage-3 feature map.
         name: model name; default "se_resnet_d{depth}" plus "_shared{stages}" when shared.
     """
     depth = require_positive_int("depth", depth)
@@ -129,33 +111,18 @@ def SEResNet(
     for s in share_stages:
         require_choice("share_stages", s, range(1, len(widths) + 1))
     se_reduction = require_positive_int("se_reduction", se_reduction)
-    require_choice("pooling", pooling, (None, "avg", "max"))
-    entry = None
-    if weights is not None:
-        entry = weights_registry.resolve(
-            weights, builder="SEResNet", include_top=include_top, classes=classes,
-            input_shape=input_shape, depth=depth, widths=widths, share_stages=share_stages,
-            se_reduction=se_reduction,
-        )
-    classes = require_positive_int("classes", DEFAULT_CLASSES if classes is None else classes)
-    input_shape = tuple(DEFAULT_INPUT_SHAPE if input_shape is None else input_shape)
-    if len(input_shape) != 3 or min(input_shape[:2]) < 4:
-        raise ValueError(
-            f"`input_shape` must be (height, width, channels) with height and width >= 4, "
-            f"got {input_shape!r}."
-        )
-    if name is None:
-        name = f"se_resnet_d{depth}" + (
-            "_shared" + "".join(map(str, share_stages)) if share_stages else ""
-        )
+    start = scaffold.start(
+        "SEResNet", common, default_input_shape=DEFAULT_INPUT_SHAPE,
+        default_classes=DEFAULT_CLASSES, min_size=4,
+        architecture=dict(depth=depth, widths=widths, share_stages=share_stages,
+                          se_reduction=se_reduction))
+    name = f"se_resnet_d{depth}" + (
+        "_shared" + "".join(map(str, share_stages)) if share_stages else ""
+    )
 
-    inputs = keras.Input(input_shape, name="image") if input_tensor is None else input_tensor
-    x = inputs
-    if include_preprocessing:
-        x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(x)
     x = keras.layers.Conv2D(STEM_FILTERS, 3, padding="same", use_bias=False,
-                            name="stem_conv")(x)
-    x = _batch_norm("stem_bn")(x)
+                            name="stem_conv")(start.x)
+    x = batch_norm("stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
 
     for s, (filters, strides) in enumerate(zip(widths, STAGE_STRIDES), start=1):
@@ -172,18 +139,4 @@ def SEResNet(
             conv2 = shared or _conv3x3(filters, 1, f"{block}_conv2")
             x = _block(x, filters, strides if b == 1 else 1, conv1, conv2, block, se_reduction)
 
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = keras.layers.Dense(classes, name="classifier")(x)
-        if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, dtype="float32",
-                                        name="predictions")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-
-    model = keras.Model(inputs, x, name=name)
-    if entry is not None:
-        weights_registry.load_into(model, entry, include_top=include_top)
-    return model
+    return start.finish(x, start.dense_classifier, name=name)

@@ -2,10 +2,12 @@
 
 Model code and weight metadata are kept apart (as in timm): `zoo/manifest.json`, written by
 `zoo/convert_reference.py`, lists every weights file with the builder arguments it fits, its
-dataset, sha256 and recorded accuracy. The files ship inside the package (`lru_keras.weights`,
+dataset, input contract (shape, pixel range), the names of its stem and classifier layers,
+sha256 and recorded accuracy. The files ship inside the package (`lru_keras.weights`,
 mapped from the top-level `zoo/` folder by setup.cfg), so `weights="cifar10"` resolves offline.
 Loading checks the sha256 first and refuses a corrupt or mismatched file before any variable
-is touched.
+is touched. This module imports no model family: a headless load gets its builder from
+`lru_keras.zoo.registry`.
 """
 
 import dataclasses
@@ -14,13 +16,21 @@ import json
 import os
 from pathlib import Path
 
+from lru_keras.zoo import registry
+
 MANIFEST = "manifest.json"
-ARCHITECTURE_KEYS = ("reuse", "width", "shuffle")
 
 
 @dataclasses.dataclass(frozen=True)
 class WeightsEntry:
-    """One weights file: what it fits (builder + arguments), where it is, how good it is."""
+    """One weights file: what it fits (builder + arguments), where it is, how good it is.
+
+    The input contract is what the model built by `describe()` takes: `input_shape` (height,
+    width, channels) and `input_range`, the (low, high) of its pixels (e.g. (0, 255): the
+    model rescales them itself). `stem_layer` and `classifier_layer` name the first conv and
+    the layer holding the class weights, for export and fine-tuning code. Entries made for a
+    user's own `.weights.h5` file leave them None.
+    """
 
     name: str
     builder: str
@@ -29,6 +39,9 @@ class WeightsEntry:
     classes: int
     input_shape: tuple
     file: str
+    input_range: tuple = None
+    stem_layer: str = None
+    classifier_layer: str = None
     sha256: str = None
     accuracy: float = None
     card: str = None
@@ -42,6 +55,20 @@ class WeightsEntry:
         """Builder call that these weights fit, e.g. `LruNet(reuse=14, width=1.0)`."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items())
         return f"{self.builder}({args})"
+
+    def conflicts(self, arguments):
+        """The builder arguments among `arguments` that differ from the ones these weights
+        fit, as {name: (given, fitting)}; arguments the entry does not record never conflict
+        (tuples equal the manifest's lists)."""
+        return {
+            k: (v, self.arguments[k]) for k, v in arguments.items()
+            if k in self.arguments and _plain(v) != _plain(self.arguments[k])
+        }
+
+
+def _plain(value):
+    """`value` as JSON stores it: tuples become lists."""
+    return json.loads(json.dumps(value))
 
 
 def weights_dir():
@@ -59,7 +86,8 @@ def list_weights(builder=None, dataset=None):
     """All registered weights, optionally only those of one builder and/or dataset."""
     manifest = json.loads((weights_dir() / MANIFEST).read_text())
     entries = [
-        WeightsEntry(**{**item, "input_shape": tuple(item["input_shape"])})
+        WeightsEntry(**{**item, "input_shape": tuple(item["input_shape"]),
+                        "input_range": tuple(item["input_range"])})
         for item in manifest["weights"]
     ]
     return [
@@ -103,11 +131,10 @@ def resolve(weights, builder, include_top, classes, input_shape, **architecture)
             f"`weights` must be None, a path to a .weights.h5 file, one of the datasets "
             f"{datasets} or one of {sorted(names)}; got {weights!r}."
         )
-    wanted = {k: architecture[k] for k in ARCHITECTURE_KEYS if k in architecture}
-    matching = [e for e in candidates if _fits(e.arguments, wanted)]
+    matching = [e for e in candidates if not e.conflicts(architecture)]
     if not matching:
         fits = "; ".join(e.describe() for e in candidates)
-        given = ", ".join(f"{k}={v!r}" for k, v in wanted.items())
+        given = ", ".join(f"{k}={v!r}" for k, v in architecture.items())
         raise ValueError(
             f"No {builder} weights {weights!r} for {given}. Weights {weights!r} exist for: {fits}."
         )
@@ -132,10 +159,6 @@ def resolve(weights, builder, include_top, classes, input_shape, **architecture)
                 f"{entry.name!r} need {entry.input_shape[-1]}."
             )
     return entry
-
-
-def _fits(arguments, wanted):
-    return all(arguments.get(k, v) == v for k, v in wanted.items())
 
 
 def sha256_of(path):
@@ -172,9 +195,7 @@ def load_into(model, entry, include_top=True):
     if include_top:
         _load_strict(model, path)
         return
-    from lru_keras.zoo import builders  # the registry of builders; imported late (cycle)
-
-    full = builders.get_builder(entry.builder)(
+    full = registry.get_builder(entry.builder)(
         **entry.arguments, classes=entry.classes, input_shape=model.input_shape[1:],
         include_top=True, weights=None,
     )

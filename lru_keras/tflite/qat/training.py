@@ -17,6 +17,7 @@ from lru_keras.layers.reuse import LRUBlock, norm_constants, set_affine
 from lru_keras.tflite import calibration_data, equalization, graph, options
 from lru_keras.tflite.errors import QATError, UnsupportedModelError
 from lru_keras.tflite.export import export
+from lru_keras.validation import require_int
 
 WORKER = Path(__file__).with_name("worker.py")
 DEFAULTS = {"epochs": 2, "train_images": 5000, "batch_size": 64, "learning_rate": 3e-5,
@@ -53,8 +54,7 @@ def quantize_aware(model, train_data, path, *, epochs=DEFAULTS["epochs"],
     """
     for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
                              ("seed", seed, 0), ("verbose", verbose, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+        require_int(name, value, low)
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
     path = Path(os.fspath(path))

@@ -1,24 +1,15 @@
-"""`lru-keras data ...`: import real arrays into TFDS's prepared format and list what is there.
-
-`add_data_commands(subparsers)` adds the `data` group to the main parser; every leaf command
-sets `func`, a handler that takes the parsed namespace and returns an exit status.
-"""
+"""`lru-keras data ...`: import real arrays into TFDS's prepared format and list what is there."""
 
 from __future__ import annotations
 
 import argparse
 
 from lru_keras import data
-
-
-def add_data_dir_argument(parser) -> None:
-    """The --data-dir option every command that reads a dataset takes."""
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+from lru_keras.cli.options import add_data_dir_argument, handled_by
 
 
 def add_data_commands(subparsers) -> argparse.ArgumentParser:
-    """Add `data import` and `data list` to an argparse subparsers object; return `data`."""
+    """Adds `data import` and `data list` to an argparse subparsers object; returns `data`."""
     group = subparsers.add_parser(
         "data", help="prepare CIFAR-10/100 and Fashion-MNIST for tfds.load, offline",
         description="Prepare datasets in TFDS's format without network access.")
@@ -40,24 +31,19 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     importer.add_argument("--npz", metavar="FILE",
                           help="with --dataset: .npz with x (uint8 NHWC) and y; optional "
                                "y_coarse (cifar100) and filenames")
-    _add_data_dir(importer)
+    add_data_dir_argument(importer)
     importer.add_argument("--overwrite", action="store_true",
                           help="rewrite even if the split sizes already match")
-    importer.set_defaults(func=run_import, parser=importer)
+    handled_by(importer, run_import)
 
     lister = commands.add_parser("list", help="show the prepared datasets and split sizes")
-    _add_data_dir(lister)
-    lister.set_defaults(func=run_list)
+    add_data_dir_argument(lister)
+    handled_by(lister, run_list)
     return group
 
 
-def _add_data_dir(parser: argparse.ArgumentParser) -> None:
-    """The --data-dir option shared by all data commands."""
-    add_data_dir_argument(parser)
-
-
 def run_import(args: argparse.Namespace) -> int:
-    """Handle `data import`: the shared files, or one split from one .npz file."""
+    """Handles `data import`: the shared files, or one split from one .npz file."""
     if args.from_shared is not None:
         if args.split or args.npz:
             args.parser.error("--split and --npz go with --dataset, not --from-shared")
@@ -73,7 +59,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """Handle `data list`: every supported dataset, prepared or not, with split sizes."""
+    """Handles `data list`: every supported dataset, prepared or not, with split sizes."""
     prepared = data.list_prepared(args.data_dir)
     print(f"data dir: {data.resolve_data_dir(args.data_dir)}")
     for name in data.DATASETS:

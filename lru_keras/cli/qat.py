@@ -1,7 +1,6 @@
-"""`lru-keras qat ...`: quantization-aware fine-tuning of a zoo LruNet to a full-integer .tflite.
+"""`lru-keras qat`: quantization-aware fine-tuning of a zoo LruNet to a full-integer .tflite.
 
-`add_qat_command(subparsers)` adds `qat` to the main parser. The model is named as for
-`export`: --weights NAME, or the architecture arguments with --weights-file.
+The model is named as for `export`: --weights NAME, or the model options with --weights-file.
 """
 
 from __future__ import annotations
@@ -10,12 +9,13 @@ import argparse
 import json
 
 from lru_keras import data
-from lru_keras.cli_data import add_data_dir_argument
+from lru_keras.cli.options import (
+    add_data_dir_argument, add_model_arguments, handled_by, model_from_args, non_negative_int,
+    positive_float, positive_int, require_model, weights_dataset)
 
 
 def add_qat_command(subparsers) -> argparse.ArgumentParser:
     """Adds `qat` to an argparse subparsers object; returns its parser."""
-    from lru_keras import cli
     from lru_keras.tflite.qat import DEFAULTS
 
     parser = subparsers.add_parser(
@@ -26,22 +26,20 @@ def add_qat_command(subparsers) -> argparse.ArgumentParser:
                     "(tensorflow-model-optimization, in a child process), then write a "
                     "full-integer .tflite that keeps each shared kernel once, plus "
                     "OUT.labels.txt and OUT.json.")
-    cli._add_model_arguments(parser)
-    parser.add_argument("--weights-file", metavar="PATH",
-                        help="a .weights.h5 file for the model the arguments describe")
+    add_model_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT.tflite",
                         help="the .tflite file to write")
     parser.add_argument("--dataset", choices=sorted(data.DATASETS),
                         help="the dataset to fine-tune on (default: the one of --weights)")
-    parser.add_argument("--epochs", type=_non_negative_int, default=DEFAULTS["epochs"],
+    parser.add_argument("--epochs", type=non_negative_int, default=DEFAULTS["epochs"],
                         help=f"fine-tuning epochs (default {DEFAULTS['epochs']})")
-    parser.add_argument("--train-images", type=cli._positive_int,
+    parser.add_argument("--train-images", type=positive_int,
                         default=DEFAULTS["train_images"], metavar="N",
                         help=f"class-balanced training images (default "
                              f"{DEFAULTS['train_images']})")
-    parser.add_argument("--batch-size", type=cli._positive_int, default=DEFAULTS["batch_size"],
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"],
                         metavar="N", help=f"default {DEFAULTS['batch_size']}")
-    parser.add_argument("--learning-rate", type=_positive_float,
+    parser.add_argument("--learning-rate", type=positive_float,
                         default=DEFAULTS["learning_rate"], metavar="LR",
                         help=f"Adam learning rate (default {DEFAULTS['learning_rate']:g})")
     parser.add_argument("--save-weights", metavar="PATH.weights.h5",
@@ -49,33 +47,20 @@ def add_qat_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--evaluate", action="store_true",
                         help="then evaluate the .tflite on the dataset's test split (LiteRT)")
     add_data_dir_argument(parser)
-    parser.add_argument("--json", action="store_true", help="print the spec as JSON")
-    parser.set_defaults(func=run_qat, parser=parser)
-    return parser
+    return handled_by(parser, run_qat, json_help="print the spec as JSON")
 
 
 def run_qat(args: argparse.Namespace) -> int:
     """Handles `qat`: builds the model, fine-tunes and exports it, prints what was written."""
-    from lru_keras import cli, evaluate, tflite
-    from lru_keras.zoo import get_weights
+    from lru_keras import evaluate, tflite
 
-    if not (args.weights or args.weights_file):
-        args.parser.error("give a model: --weights NAME, or --weights-file PATH with the model "
-                          "arguments")
+    require_model(args, model_file=False)
     if args.save_weights and not args.save_weights.endswith(".weights.h5"):
         args.parser.error(f"--save-weights must end in .weights.h5, got {args.save_weights!r}")
-    dataset = args.dataset
-    if args.weights:
-        entry_dataset = get_weights(args.weights).dataset
-        if dataset is not None and dataset != entry_dataset:
-            args.parser.error(f"--weights {args.weights} is a {entry_dataset} model; drop "
-                              f"--dataset {dataset}")
-        dataset = entry_dataset
-        model = cli._model(args, dataset=None)
-    else:
-        if dataset is None:
-            args.parser.error("--weights-file needs --dataset (the data to fine-tune on)")
-        model = cli._model(args, dataset=dataset)
+    dataset = weights_dataset(args)
+    if dataset is None:
+        args.parser.error("--weights-file needs --dataset (the data to fine-tune on)")
+    model = model_from_args(args, dataset=None if args.weights else dataset)
     spec, finetuned = tflite.quantize_aware(
         model, dataset, args.output, epochs=args.epochs, train_images=args.train_images,
         batch_size=args.batch_size, learning_rate=args.learning_rate, data_dir=args.data_dir,
@@ -98,23 +83,3 @@ def run_qat(args: argparse.Namespace) -> int:
     if result is not None:
         print(evaluate.format_result(result))
     return 0
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value

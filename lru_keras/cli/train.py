@@ -1,8 +1,4 @@
-"""`lru-keras train ...`: train a zoo model with `model.fit` (see `lru_keras.train`).
-
-`add_train_commands(subparsers)` adds the `train` command to the main parser; its handler
-(`func`) takes the parsed namespace and returns an exit status. `python -m lru_keras.cli_train
-train ...` runs the same command without the rest of the command line.
+"""`lru-keras train`: train a zoo model with `model.fit` (see `lru_keras.train`).
 
     lru-keras train --model lrunet --reuse 14 --width 1.0 --dataset cifar10
     lru-keras train --model lrunet --reuse 1 --dataset fashion_mnist --recipe short \\
@@ -13,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import textwrap
 
 from lru_keras import data
-from lru_keras.cli_data import add_data_dir_argument
+from lru_keras.cli.options import (
+    add_augment_argument, add_data_dir_argument, add_recipe_arguments, add_train_images_argument,
+    add_verbosity_arguments, handled_by, non_negative_float, non_negative_int, positive_int,
+    positive_number)
 from lru_keras.train import config as train_config
 from lru_keras.train import distribute, recipes
 
@@ -37,7 +35,7 @@ set (the chief writes RUN_DIR, the others RUN_DIR/workers/<role>).
 
 
 def add_train_commands(subparsers) -> argparse.ArgumentParser:
-    """Add `train` to an argparse subparsers object; return its parser."""
+    """Adds `train` to an argparse subparsers object; returns its parser."""
     parser = subparsers.add_parser(
         "train", help="train a model with model.fit (paper or short recipe), resumable",
         description=_description(),
@@ -46,11 +44,11 @@ def add_train_commands(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--model", default="lrunet", metavar="NAME",
                        help="builder name, case-insensitive (registered: %s; default lrunet)"
                             % ", ".join(_builders()))
-    model.add_argument("--reuse", type=_positive_int, metavar="N",
+    model.add_argument("--reuse", type=positive_int, metavar="N",
                        help="LruNet: reuses per block (builder default 14)")
-    model.add_argument("--depth", type=_positive_int, metavar="D",
+    model.add_argument("--depth", type=positive_int, metavar="D",
                        help="depth of the ResNet-style and ConvMixer builders")
-    model.add_argument("--width", type=_positive_number, metavar="W",
+    model.add_argument("--width", type=positive_number, metavar="W",
                        help="width: LruNet's multiplier, a multiple of 0.125 (default 1); "
                             "ConvMixer's channels")
     model.add_argument("--no-shuffle", action="store_true",
@@ -65,29 +63,21 @@ def add_train_commands(subparsers) -> argparse.ArgumentParser:
     run = parser.add_argument_group("data and recipe")
     run.add_argument("--dataset", default="cifar10", choices=sorted(data.DATASETS),
                      help="default cifar10")
-    run.add_argument("--recipe", default="paper", choices=sorted(recipes.RECIPES),
-                     help="default paper")
-    run.add_argument("--epochs", type=_positive_int, metavar="N")
-    run.add_argument("--batch-size", type=_positive_int, metavar="N",
-                     help="global batch size (over all devices)")
-    run.add_argument("--lr", type=_positive_float, metavar="LR", dest="learning_rate",
-                     help="(peak) learning rate")
+    add_recipe_arguments(run, "paper", batch_size_help="global batch size (over all devices)")
     run.add_argument("--schedule", choices=recipes.SCHEDULES)
-    run.add_argument("--warmup-epochs", type=_non_negative_float, metavar="E")
+    run.add_argument("--warmup-epochs", type=non_negative_float, metavar="E")
     run.add_argument("--momentum", type=float, metavar="M")
-    run.add_argument("--weight-decay", type=_non_negative_float, metavar="WD",
+    run.add_argument("--weight-decay", type=non_negative_float, metavar="WD",
                      help="coupled L2 as PyTorch's SGD weight_decay (paper: 5e-4)")
     run.add_argument("--nesterov", action="store_true", default=None)
     run.add_argument("--dropout", type=float, metavar="P")
-    run.add_argument("--no-augment", action="store_false", dest="augment", default=None,
-                     help="no crop/rotation/flip augmentation")
-    run.add_argument("--patience", type=_non_negative_int, metavar="EPOCHS",
+    add_augment_argument(run)
+    run.add_argument("--patience", type=non_negative_int, metavar="EPOCHS",
                      help="early-stopping patience on validation accuracy (0: off)")
-    run.add_argument("--validation", type=_non_negative_int, metavar="N",
+    run.add_argument("--validation", type=non_negative_int, metavar="N",
                      help="images held out of the training split for selection (0: none)")
-    run.add_argument("--train-images", type=_positive_int, metavar="N",
-                     help="train on only N images (spread over the split)")
-    run.add_argument("--test-images", type=_positive_int, metavar="N",
+    add_train_images_argument(run)
+    run.add_argument("--test-images", type=positive_int, metavar="N",
                      help="test on only N images (spread over the split)")
     run.add_argument("--seed", type=int, default=0, help="default 0")
 
@@ -99,7 +89,7 @@ def add_train_commands(subparsers) -> argparse.ArgumentParser:
     where.add_argument("--strategy", default="none", choices=distribute.STRATEGIES,
                        help="tf.distribute: none (one device), mirrored (local GPUs), "
                             "multiworker (TF_CONFIG); default none")
-    where.add_argument("--cpu-devices", type=_positive_int, metavar="N",
+    where.add_argument("--cpu-devices", type=positive_int, metavar="N",
                        help="with --strategy mirrored: split the CPU into N logical devices "
                             "(testing without GPUs)")
     where.add_argument("--mixed-precision", default="auto",
@@ -107,14 +97,8 @@ def add_train_commands(subparsers) -> argparse.ArgumentParser:
                        help="auto: float16 with a GPU, off on CPU (default auto)")
     where.add_argument("--jit", default="auto", choices=distribute.JIT_CHOICES,
                        dest="jit_compile", help="XLA; auto: on with a GPU (default auto)")
-    verbosity = where.add_mutually_exclusive_group()
-    verbosity.add_argument("--quiet", action="store_const", const=2, dest="verbose",
-                           help="one line per epoch instead of a progress bar")
-    verbosity.add_argument("--silent", action="store_const", const=0, dest="verbose",
-                           help="no per-epoch output")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(func=run_train, parser=parser, verbose="auto")
-    return parser
+    add_verbosity_arguments(where, silent_help="no per-epoch output")
+    return handled_by(parser, run_train, json_help="print the summary as JSON", verbose="auto")
 
 
 def _description() -> str:
@@ -127,6 +111,12 @@ def _description() -> str:
                            "added to the gradient of every parameter, i.e. an L2 penalty "
                            "wd/2 * ||w||^2 in the loss; not Keras's decoupled weight_decay.", 90)
     return "\n".join(lines)
+
+
+def _builders():
+    from lru_keras.zoo import list_builders
+
+    return [name.lower() for name in list_builders()]
 
 
 def config_from_args(args: argparse.Namespace) -> train_config.TrainConfig:
@@ -155,83 +145,10 @@ def config_from_args(args: argparse.Namespace) -> train_config.TrainConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Handle `train`: run it, print the summary (JSON with --json)."""
+    """Handles `train`: runs it, prints the summary (JSON with --json)."""
     from lru_keras.train import train
 
     summary = train(config_from_args(args))
     if args.json:
         print(json.dumps(summary, indent=1))
     return 0
-
-
-def main(argv=None) -> int:
-    """`python -m lru_keras.cli_train train ...`: the train command on its own."""
-    parser = argparse.ArgumentParser(prog="lru-keras")
-    add_train_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    try:
-        args = parser.parse_args(argv)
-        return args.func(args)
-    except SystemExit as stop:
-        return 0 if stop.code is None else stop.code
-    except (ValueError, FileNotFoundError) as error:  # incl. RunDirConflictError
-        print(f"lru-keras: error: {error}", file=sys.stderr)
-        return 2
-
-
-def _builders():
-    from lru_keras.zoo import list_builders
-
-    return [name.lower() for name in list_builders()]
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _positive_number(text):
-    """An int for integer text ("256"), else a float ("0.5", "1.0")."""
-    try:
-        return _positive_int(text) if text.strip().lstrip("+").isdigit() else \
-            _positive_float(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-
-
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-if __name__ == "__main__":
-    sys.exit(main())

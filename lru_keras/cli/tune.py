@@ -1,9 +1,8 @@
-"""`lru-keras tune ...`: a KerasTuner search over LruNet's N under a device budget (see
+"""`lru-keras tune`: a KerasTuner search over LruNet's N under a device budget (see
 `lru_keras.tune`).
 
-`add_tune_command(subparsers)` adds the `tune` command to the main parser; its handler
-(`func`) takes the parsed namespace and returns an exit status: 0 when the search wrote its
-results, 1 when a trial failed or no trial was within the budget, 2 for bad arguments.
+The handler returns 0 when the search wrote its results, 1 when a trial failed or no trial
+was within the budget (2, bad arguments, comes from the parser).
 
     lru-keras tune --dataset cifar10 --tuner bayesian --max-trials 20 --max-params 200000
     lru-keras tune --dataset fashion_mnist --reuse 1-8 --width 0.5,1 --max-mflops 10
@@ -17,9 +16,10 @@ import json
 import sys
 
 from lru_keras import data
-from lru_keras.cli_data import add_data_dir_argument
-from lru_keras.cli_train import _non_negative_int, _positive_float, _positive_int
-from lru_keras.train import recipes
+from lru_keras.cli.options import (
+    add_augment_argument, add_data_dir_argument, add_recipe_arguments, add_train_images_argument,
+    add_verbosity_arguments, handled_by, non_negative_int, positive_float, positive_int,
+    print_error)
 from lru_keras.tune import space as space_module
 
 # lru_keras.tune.run.TUNERS, named here so that the command line starts without
@@ -46,7 +46,7 @@ tuner0, tuner1, ... in the workers (they run the trials).
 
 
 def add_tune_command(subparsers) -> argparse.ArgumentParser:
-    """Add `tune` to an argparse subparsers object; return its parser."""
+    """Adds `tune` to an argparse subparsers object; returns its parser."""
     parser = subparsers.add_parser(
         "tune", help="KerasTuner search over LruNet's N (width, dropout, shuffle) under a "
                      "device budget, resumable",
@@ -58,7 +58,7 @@ def add_tune_command(subparsers) -> argparse.ArgumentParser:
                         help="default cifar10")
     search.add_argument("--tuner", default="random", choices=TUNER_CHOICES,
                         help="default random")
-    search.add_argument("--max-trials", type=_positive_int, metavar="N",
+    search.add_argument("--max-trials", type=positive_int, metavar="N",
                         help="trials to run (default 10; hyperband: a cap on its brackets)")
     search.add_argument("--reuse", type=_space(space_module.parse_reuse), metavar="LIST",
                         help="N values: a range and/or a list, e.g. 1-16 or 1,2,4,8 "
@@ -72,29 +72,22 @@ def add_tune_command(subparsers) -> argparse.ArgumentParser:
                         default="both", help="channel shuffle: both, on or off (default both)")
 
     budget = parser.add_argument_group("budget (trials over it are infeasible)")
-    budget.add_argument("--max-params", type=_positive_int, metavar="N",
+    budget.add_argument("--max-params", type=positive_int, metavar="N",
                         help="trainable parameters")
-    budget.add_argument("--max-mflops", type=_positive_float, metavar="F",
+    budget.add_argument("--max-mflops", type=positive_float, metavar="F",
                         help="millions of multiply-accumulates per image")
-    budget.add_argument("--max-latency-ms", type=_positive_float, metavar="MS",
+    budget.add_argument("--max-latency-ms", type=positive_float, metavar="MS",
                         help="median int8 .tflite latency, batch 1, one thread (LiteRT)")
 
     run = parser.add_argument_group("training of each trial")
-    run.add_argument("--recipe", default="short", choices=sorted(recipes.RECIPES),
-                     help="default short")
-    run.add_argument("--epochs", type=_positive_int, metavar="N",
-                     help="epochs per trial (hyperband: its max epochs)")
-    run.add_argument("--batch-size", type=_positive_int, metavar="N")
-    run.add_argument("--lr", type=_positive_float, metavar="LR", dest="learning_rate",
-                     help="(peak) learning rate")
-    run.add_argument("--no-augment", action="store_false", dest="augment", default=None,
-                     help="no crop/rotation/flip augmentation")
-    run.add_argument("--validation", type=_positive_int, metavar="N",
+    add_recipe_arguments(run, "short", epochs_help="epochs per trial (hyperband: its max "
+                                                   "epochs)")
+    add_augment_argument(run)
+    run.add_argument("--validation", type=positive_int, metavar="N",
                      help="images held out of the training split to score trials on "
                           "(default 5,000, or a tenth of a smaller split)")
-    run.add_argument("--train-images", type=_positive_int, metavar="N",
-                     help="train on only N images (spread over the split)")
-    run.add_argument("--seed", type=_non_negative_int, default=0, help="default 0")
+    add_train_images_argument(run)
+    run.add_argument("--seed", type=non_negative_int, default=0, help="default 0")
 
     where = parser.add_argument_group("where")
     where.add_argument("--project-dir", metavar="DIR",
@@ -103,14 +96,8 @@ def add_tune_command(subparsers) -> argparse.ArgumentParser:
     where.add_argument("--overwrite", action="store_true",
                        help="delete the project's previous trials and start over")
     add_data_dir_argument(where)
-    verbosity = where.add_mutually_exclusive_group()
-    verbosity.add_argument("--quiet", action="store_const", const=2, dest="verbose",
-                           help="one line per epoch instead of a progress bar")
-    verbosity.add_argument("--silent", action="store_const", const=0, dest="verbose",
-                           help="no per-trial output")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.set_defaults(func=run_tune, parser=parser, verbose="auto")
-    return parser
+    add_verbosity_arguments(where, silent_help="no per-trial output")
+    return handled_by(parser, run_tune, json_help="print the results as JSON", verbose="auto")
 
 
 def _space(parse, *names):
@@ -143,7 +130,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    """Handle `tune`: run or resume the search, print the table (or JSON) and the best."""
+    """Handles `tune`: runs or resumes the search, prints the table (or JSON) and the best."""
     from lru_keras.tune import SearchFailedError, report, search
 
     config = config_from_args(args)
@@ -154,7 +141,7 @@ def run_tune(args: argparse.Namespace) -> int:
             result = search(config, overwrite=args.overwrite)
     except SearchFailedError as error:
         print(error.details, file=sys.stderr)
-        print(f"lru-keras: error: {error}", file=sys.stderr)
+        print_error(error)
         return 1
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
@@ -166,8 +153,8 @@ def run_tune(args: argparse.Namespace) -> int:
         for name, path in result.files.items():
             print(f"{name}: {path}")
     if result.role != "worker" and result.best is None:
-        print(f"lru-keras: error: no trial within the budget ({config.budget.describe()}) "
-              f"completed; relax the budget or widen the search space", file=sys.stderr)
+        print_error(f"no trial within the budget ({config.budget.describe()}) completed; "
+                    f"relax the budget or widen the search space")
         return 1
     if not args.json and result.best is not None:
         best = result.best

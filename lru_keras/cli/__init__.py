@@ -1,0 +1,45 @@
+"""`lru-keras`: the command line of the model zoo.
+
+One module per command (zoo, info, evaluate, data, train, tune, export, qat), each adding its
+parser and handler; the arguments several commands share are in `options`. Handlers call
+library functions and print. `main(argv)` returns the exit status: 0 on success, 2 for bad
+arguments or a library error (printed as one line, no traceback); `tune` returns 1 when its
+search fails.
+"""
+
+import argparse
+
+from lru_keras.cli.data import add_data_commands
+from lru_keras.cli.evaluate import add_evaluate_command
+from lru_keras.cli.export import add_export_command
+from lru_keras.cli.info import add_info_command
+from lru_keras.cli.options import print_error
+from lru_keras.cli.qat import add_qat_command
+from lru_keras.cli.train import add_train_commands
+from lru_keras.cli.tune import add_tune_command
+from lru_keras.cli.zoo import add_zoo_command
+
+
+def main(argv=None):
+    """Runs the command line on `argv` (default: sys.argv[1:]); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except SystemExit as stop:  # argparse errors (status 2) and --help (status 0)
+        return 0 if stop.code is None else stop.code
+    except (ValueError, FileNotFoundError) as error:  # incl. DatasetNotAvailableError
+        print_error(error)
+        return 2
+
+
+def build_parser():
+    """The argparse parser with every command."""
+    parser = argparse.ArgumentParser(
+        prog="lru-keras", description="Keras 3 model zoo of layer-reuse CNNs (LruNet).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (add_zoo_command, add_info_command, add_evaluate_command,
+                        add_data_commands, add_train_commands, add_tune_command,
+                        add_export_command, add_qat_command):
+        add_command(commands)
+    return parser

@@ -1,0 +1,98 @@
+"""`lru-keras export`: convert a model to a .tflite file that keeps each shared kernel once.
+
+The model is named as for `evaluate`: --weights NAME, the model options with --weights-file,
+or a .keras file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from lru_keras import data
+from lru_keras.cli.options import (
+    add_data_dir_argument, add_model_arguments, handled_by, model_from_args, positive_int,
+    refuse_model_arguments, require_model, weights_dataset)
+
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+
+
+def add_export_command(subparsers) -> argparse.ArgumentParser:
+    """Adds `export` to an argparse subparsers object; returns its parser."""
+    exporter = subparsers.add_parser(
+        "export", help="convert a model to a .tflite file (LiteRT builtin ops only)",
+        description="Convert a zoo model (--weights NAME; or the model arguments with "
+                    "--weights-file PATH; or a .keras file) to a .tflite file that keeps each "
+                    "shared kernel once, plus OUT.labels.txt and OUT.json (input spec). int8 "
+                    "is full-integer (int8 input and output), calibrated on training images "
+                    "of the model's dataset.")
+    exporter.add_argument("model", nargs="?", metavar="MODEL_FILE", help="a saved .keras model")
+    add_model_arguments(exporter)
+    exporter.add_argument("-o", "--output", required=True, metavar="OUT.tflite",
+                          help="the .tflite file to write")
+    exporter.add_argument("-q", "--quantization", choices=QUANTIZATIONS, default="float32",
+                          help="float32 (default), float16 weights, dynamic (int8 weights), or "
+                               "int8 (full integer)")
+    exporter.add_argument("--folded", action="store_true",
+                          help="plain conversion: fold each reuse's BatchNorm into its own "
+                               "kernel copy (bigger file; for comparison)")
+    exporter.add_argument("--dataset", choices=sorted(data.DATASETS),
+                          help="the model's dataset (labels, int8 calibration images); "
+                               "default: from --weights, or the dataset that fits the model")
+    exporter.add_argument("--calibration-size", type=positive_int, metavar="N",
+                          help="int8: number of training images to calibrate on (default 300)")
+    exporter.add_argument("--calibration-npz", metavar="FILE",
+                          help="int8: calibrate on the images (array x, pixels 0..255) of this "
+                               ".npz instead of the dataset's training split")
+    add_data_dir_argument(exporter)
+    return handled_by(exporter, run_export, json_help="print the input spec as JSON")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Handles `export`: builds or loads the model, exports it, prints what was written."""
+    from lru_keras import evaluate, tflite
+
+    require_model(args)
+    if args.model:
+        refuse_model_arguments(args)
+        dataset, model = args.dataset, evaluate.load_model_file(args.model)
+    else:
+        dataset = weights_dataset(args)
+        model = model_from_args(args, dataset=None if args.weights else dataset)
+    representative = None
+    if args.calibration_npz:
+        if args.quantization != "int8":
+            args.parser.error("--calibration-npz goes with --quantization int8")
+        representative = _calibration_images(args.calibration_npz)
+    if args.calibration_size and args.quantization != "int8":
+        args.parser.error("--calibration-size goes with --quantization int8")
+    spec = tflite.export(
+        model, args.output, args.quantization, representative, share_weights=not args.folded,
+        dataset=dataset, calibration_size=args.calibration_size, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps(spec, indent=1, sort_keys=True))
+        return 0
+    labels, spec_file = tflite.sidecar_paths(args.output)
+    inp = spec["input"]
+    line = f"{args.output}: {spec['size_bytes'] / 1e6:.3f} MB, {spec['quantization']}, " + (
+        "kernels shared" if spec["share_weights"] else "kernels folded per reuse")
+    print(line)
+    quant = (f", scale {inp['scale']:g}, zero point {inp['zero_point']}"
+             if "scale" in inp else "")
+    print(f"input: {inp['dtype']} {inp['shape']} NHWC, pixels {inp['pixel_range'][0]:g}.."
+          f"{inp['pixel_range'][1]:g}{quant}")
+    print(f"also written: {labels}, {spec_file}")
+    return 0
+
+
+def _calibration_images(path):
+    """The images (array x) of the --calibration-npz file."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise ValueError(f"--calibration-npz file {path!r} does not exist.")
+    with np.load(path) as arrays:
+        if "x" not in arrays.files:
+            raise ValueError(f"{path} has no array 'x' (images); it has {arrays.files}.")
+        return arrays["x"]
