@@ -4,6 +4,9 @@ Real CIFAR-10 / Fashion-MNIST test images from ../shared/data and the shipped we
 wherever a prediction is compared, so equalities are checked on meaningful outputs.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -181,3 +184,34 @@ def test_keras_file_round_trip_of_lrunet_reuse_2(tmp_path, images):
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
     assert trainable_params(loaded) == trainable_params(model)
     assert loaded.get_layer("stage3").times == 2
+
+
+def test_a_saved_model_loads_after_import_lru_keras_alone(tmp_path):
+    """`import lru_keras` registers every custom layer (as `import kimm` does)."""
+    path = tmp_path / "lrunet1.keras"
+    LruNet(reuse=1, width=0.25).save(path)
+    code = ("import sys, keras, lru_keras; "
+            "print(type(keras.saving.load_model(sys.argv[1]).get_layer('stage1')).__name__)")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "LRUBlock"
+
+
+@pytest.mark.parametrize("include_top", [True, False])
+def test_variable_input_size_computes_the_fixed_size_function(include_top, cifar10_images):
+    """The model is fully convolutional: with input_shape=(None, None, 3) it takes any size
+    of at least 16x16, and at 32x32 computes what the fixed-size model computes."""
+    arguments = dict(reuse=2, width=0.25, include_top=include_top,
+                     pooling=None if include_top else "avg")
+    fixed = LruNet(**arguments)
+    variable = LruNet(**arguments, input_shape=(None, None, 3))
+    variable.set_weights(fixed.get_weights())
+    images = cifar10_images[0][:4].astype(np.float32)
+    np.testing.assert_allclose(variable.predict(images, verbose=0),
+                               fixed.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+    width = 10 if include_top else 128
+    for size in ((16, 16), (40, 48), (64, 64)):
+        batch = np.resize(images, (2, *size, 3))
+        assert variable.predict(batch, verbose=0).shape == (2, width)
+
