@@ -142,7 +142,8 @@ def format_table(header, rows, align_right=()):
 
 
 def _calls(model):
-    """(layer, input shape(s), output shape(s)) of every call in a functional model, in order.
+    """(layer, input shape(s), output shape(s)) of every layer call in a functional model, in
+    order.
 
     Keras keeps the call graph only privately (`_nodes_by_depth`: the deepest nodes are the
     inputs); this is the one place that reads it.
@@ -151,7 +152,9 @@ def _calls(model):
     for depth in sorted(model._nodes_by_depth, reverse=True):
         nodes = sorted(model._nodes_by_depth[depth], key=lambda n: order.get(id(n.operation), 0))
         for node in nodes:
-            if not node.is_input:
+            # keras.ops calls on symbolic tensors (e.g. a split) are graph nodes too, but not
+            # layers: they hold no weights and do no multiply-accumulates.
+            if not node.is_input and isinstance(node.operation, keras.layers.Layer):
                 yield node.operation, _shapes(node.input_tensors), _shapes(node.output_tensors)
 
 

@@ -1,17 +1,41 @@
-"""Argument checks used across the package: each error names the argument and the value."""
+"""Argument checks used across the package: each error names the argument and the value.
+
+NumPy scalars are accepted like the Python numbers they hold (`reuse=np.int64(2)`), and the
+checks return plain Python numbers, so configs and names stay JSON-friendly.
+"""
+
+import math
+import numbers
 
 
 def require_positive_int(name, value):
-    """Returns `value` if it is an int >= 1, else raises a ValueError naming `name`."""
+    """Returns `value` as an int if it is an integer >= 1, else a ValueError naming `name`."""
     return require_int(name, value, 1)
 
 
 def require_int(name, value, low=0):
-    """Returns `value` if it is an int >= `low` (bool is refused), else a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    """Returns `value` as an int if it is an integer >= `low` (bool is refused), else a
+    ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         wanted = "a positive integer" if low == 1 else f"an integer >= {low}"
         raise ValueError(f"`{name}` must be {wanted}, got {value!r}.")
-    return value
+    return int(value)
+
+
+def require_dropout(value, name="dropout"):
+    """Returns `value` as a float if it is a rate in [0, 1), else a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.")
+    return float(value)
+
+
+def require_finite_positive(name, value):
+    """Returns `value` as a float if it is a finite number > 0, else a ValueError naming
+    `name`."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
+    return float(value)
 
 
 def require_choice(name, value, allowed):

@@ -52,10 +52,6 @@ class ExportConstants:
                 shapes[name] = (shape[1], shape[0])
         return shapes
 
-    def replace(self, **changes):
-        """A copy with some fields replaced."""
-        return dataclasses.replace(self, **changes)
-
 
 def export_forward(layer, x):
     """`layer(x)` in inference, through its export form if it has one; for layers nested in

@@ -18,7 +18,11 @@ output. Layout for a 32x32 input and width 1 (paper Table 1):
 import keras
 
 from lru_keras.layers import GroupedPointwiseConv2D, LRUBlock
-from lru_keras.validation import require_positive_int
+from lru_keras.validation import (
+    require_dropout,
+    require_finite_positive,
+    require_positive_int,
+)
 from lru_keras.zoo import scaffold
 
 STEM_FILTERS = 64
@@ -30,9 +34,8 @@ DEFAULT_CLASSES = 10
 
 def stage_widths(width):
     """F of the four LRU blocks for a width multiplier; each must be a multiple of 8 (groups)."""
-    first = BASE_WIDTHS[0] * width
-    if not (isinstance(width, (int, float)) and width > 0 and first == int(first)
-            and int(first) % HEAD_GROUPS == 0):
+    first = BASE_WIDTHS[0] * require_finite_positive("width", width)
+    if not (first == int(first) and int(first) % HEAD_GROUPS == 0):
         raise ValueError(
             f"`width` must be a positive multiple of 0.125 (so that 64*width is a multiple of "
             f"the 8 groups), got {width!r}."
@@ -83,7 +86,7 @@ def LruNet(
     """
     reuse = require_positive_int("reuse", reuse)
     widths = stage_widths(width)
-    scaffold.require_dropout(dropout)
+    require_dropout(dropout)
     start = scaffold.start(
         "LruNet", common, default_input_shape=DEFAULT_INPUT_SHAPE,
         default_classes=DEFAULT_CLASSES, min_size=16,

@@ -22,7 +22,7 @@ import keras
 
 from lru_keras.layers import GroupedPointwiseConv2D
 from lru_keras.layers.reaf import REAFPlusNormalization
-from lru_keras.validation import require_choice, require_positive_int
+from lru_keras.validation import require_choice, require_dropout, require_positive_int
 from lru_keras.zoo import scaffold
 from lru_keras.zoo.reaf_resnet import (
     PLAIN, STRIDED_CONVS, classifier, resnet_features, start_model,
@@ -99,7 +99,7 @@ def REAFPlusMobileNetV2(
     cifar = stem == "cifar"
     if dropout is None:
         dropout = 0.0 if cifar else 0.2
-    scaffold.require_dropout(dropout)
+    require_dropout(dropout)
     start = start_model("REAFPlusMobileNetV2", common,
                         dict(output_groups=output_groups, stem=stem))
     name = ("reaf_plus_" if plus_groups > 1 else "") + "mobilenetv2" + (

@@ -11,7 +11,8 @@ so a new family is its own module plus one entry there.
 import importlib
 
 # The modules of lru_keras.zoo that hold model families (builders registered on import).
-FAMILIES = ("lrunet", "convmixer", "se_resnet", "reaf_resnet", "reaf_plus")
+FAMILIES = ("lrunet", "cifar_mobilenet", "cifar_shufflenet", "convmixer", "se_resnet",
+            "reaf_resnet", "reaf_plus")
 
 _BUILDERS = {}
 

@@ -1,5 +1,6 @@
 """What every zoo builder shares around its architecture: the model input, the classifier
-head, the PyTorch-style padded conv, the BatchNorm and finishing the model.
+head, the PyTorch-style padded conv (alone, or with its BatchNorm and activation), the
+BatchNorm and finishing the model.
 
 The builders follow keras.applications' contract: besides its architecture arguments, every
 builder takes the keyword arguments of `COMMON_ARGUMENTS` (declared once, here). A builder is
@@ -23,6 +24,7 @@ import numbers
 
 import keras
 
+from lru_keras.layers import GroupedPointwiseConv2D
 from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
 from lru_keras.validation import require_choice, require_positive_int
 from lru_keras.zoo import registry
@@ -82,11 +84,29 @@ def _unchanged(x):
     return x
 
 
-def require_dropout(value, name="dropout"):
-    """Returns `value` if it is a rate in [0, 1), else a ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.")
-    return value
+def conv_bn(x, filters, kernel_size, name, strides=1, groups=1, depthwise=False,
+            activation="relu"):
+    """Conv (no bias; padded as PyTorch's k // 2, see `conv_padding`) -> BatchNorm
+    "{name}_bn" -> `activation` ("relu", "relu6" or None) "{name}_relu".
+
+    The conv is called `name`: a `DepthwiseConv2D` (multiplier 1) with `depthwise`, a
+    `GroupedPointwiseConv2D` for a grouped 1x1, else a `Conv2D`.
+    """
+    pad, padding = conv_padding(kernel_size, strides, f"{name}_pad")
+    if depthwise:
+        conv = keras.layers.DepthwiseConv2D(kernel_size, strides=strides, padding=padding,
+                                            use_bias=False, name=name)
+    elif groups > 1 and kernel_size == 1 and strides == 1:
+        conv = GroupedPointwiseConv2D(filters, groups=groups, use_bias=False, name=name)
+    else:
+        conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
+                                   groups=groups, use_bias=False, name=name)
+    x = batch_norm(f"{name}_bn")(conv(pad(x)))
+    if activation is None:
+        return x
+    require_choice("activation", activation, ("relu", "relu6"))
+    return keras.layers.ReLU(max_value=6.0 if activation == "relu6" else None,
+                             name=f"{name}_relu")(x)
 
 
 def global_pool(x, pooling):
@@ -124,10 +144,13 @@ class Start:
     classifier_activation: object
     name: str
 
-    def dense_classifier(self, features):
-        """The head of ConvMixer and SE-ResNet: "avg_pool" -> Dense "classifier" ->
-        "predictions" (see `predictions`)."""
+    def dense_classifier(self, features, dropout=0.0):
+        """The head of ConvMixer, SE-ResNet and the baselines: "avg_pool" -> (Dropout
+        "head_dropout" if `dropout`) -> Dense "classifier" -> "predictions" (see
+        `predictions`)."""
         x = global_pool(features, "avg")
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
         x = keras.layers.Dense(self.classes, name="classifier")(x)
         return predictions(x, self.classifier_activation)
 

@@ -29,7 +29,9 @@ class WeightsEntry:
     width, channels) and `input_range`, the (low, high) of its pixels (e.g. (0, 255): the
     model rescales them itself). `stem_layer` and `classifier_layer` name the first conv and
     the layer holding the class weights, for export and fine-tuning code. Entries made for a
-    user's own `.weights.h5` file leave them None.
+    user's own `.weights.h5` file leave them None. `provenance` says where registered weights
+    come from: "ported" (another framework's published checkpoint, converted) or "trained"
+    (trained with this package).
     """
 
     name: str
@@ -46,6 +48,7 @@ class WeightsEntry:
     accuracy: float = None
     card: str = None
     source: str = None
+    provenance: str = None
 
     def path(self):
         """Absolute path of the weights file."""
