@@ -191,11 +191,11 @@ def keras_test_predictions(test_set):
 
     def predict(name):
         if name not in cache:
-            from lru_keras.zoo import get_weights, LruNet
+            from lru_keras import zoo
 
-            entry = get_weights(name)
+            entry = zoo.get_weights(name)
             x, _ = test_set(entry.dataset)
-            model = LruNet(**entry.arguments, weights=name)
+            model = zoo.create(name)
             scores = model.predict(x.astype(np.float32), batch_size=256, verbose=0)
             cache[name] = scores.argmax(axis=1)
         return cache[name]

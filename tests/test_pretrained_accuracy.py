@@ -1,4 +1,4 @@
-"""The six ported checkpoints reproduce their recorded test accuracy on the real test sets.
+"""The 18 ported checkpoints (six LruNets, the paper's 12 baselines) reproduce their recorded test accuracy on the real test sets.
 
 Full test sets from ../shared/data (10,000 images each), uint8 pixels fed as float32 to the
 model with its preprocessing. The authors' PyTorch network reproduces the recorded accuracy
@@ -12,7 +12,7 @@ import pytest
 from lru_keras.zoo import get_weights
 
 # Accuracy (%) recorded in each checkpoint, copied from ../shared/reference/cnn-layer-reuse/
-# README.md, so the manifest cannot drift from the source unnoticed.
+# README.md and BASELINES.md, so the manifest cannot drift from the source unnoticed.
 RECORDED = {
     "lrunet1_1x.cifar10": 83.91,
     "lrunet14_1x.cifar10": 89.34,
@@ -20,6 +20,18 @@ RECORDED = {
     "lrunet14_2x.cifar100": 68.84,
     "lrunet1_1x.fashion_mnist": 91.17,
     "lrunet10_1x.fashion_mnist": 93.46,
+    "cifar_mobilenet_0.25x.cifar10": 84.72,
+    "cifar_mobilenetv2_0.25x.cifar10": 89.57,
+    "cifar_shufflenet_0.5x.cifar10": 90.32,
+    "cifar_shufflenetv2_0.25x.cifar10": 89.31,
+    "cifar_mobilenet_0.4x.cifar100": 60.54,
+    "cifar_mobilenetv2_0.4x.cifar100": 69.95,
+    "cifar_shufflenet_0.75x.cifar100": 69.97,
+    "cifar_shufflenetv2_0.75x.cifar100": 69.15,
+    "cifar_mobilenet_0.25x.fashion_mnist": 90.63,
+    "cifar_mobilenetv2_0.25x.fashion_mnist": 93.43,
+    "cifar_shufflenet_0.5x.fashion_mnist": 94.11,
+    "cifar_shufflenetv2_0.25x.fashion_mnist": 93.42,
 }
 TOLERANCE = 0.02  # points: 2 of 10,000 images
 

@@ -26,14 +26,24 @@ from lru_keras.zoo import weights as registry
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "zoo"
-SHIPPED = [
+LRUNETS = [
     "lrunet1_1x.cifar10", "lrunet14_1x.cifar10", "lrunet1_2x.cifar100",
     "lrunet14_2x.cifar100", "lrunet1_1x.fashion_mnist", "lrunet10_1x.fashion_mnist",
 ]
+# The paper's Table 7 baselines (../shared/reference/cnn-layer-reuse/BASELINES.md).
+BASELINES = [
+    f"cifar_{family}_{width}x.{dataset}"
+    for dataset, widths in (("cifar10", ("0.25", "0.25", "0.5", "0.25")),
+                            ("cifar100", ("0.4", "0.4", "0.75", "0.75")),
+                            ("fashion_mnist", ("0.25", "0.25", "0.5", "0.25")))
+    for family, width in zip(("mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2"), widths)
+]
+SHIPPED = LRUNETS + BASELINES
 
 
-# Largest |port - golden| measured over the 6 checkpoints: 1.05e-5 with
+# Largest |port - golden| measured over the 6 LruNet checkpoints: 1.05e-5 with
 # TF_ENABLE_ONEDNN_OPTS=1, 7.6e-6 with =0 (2-core AMD EPYC with AVX-512); logits reach 26.
+# Over the 12 baselines: 1.4e-5 with =1 (Intel Xeon with AVX-512).
 GOLDEN_ATOL = 1e-4
 
 
@@ -83,47 +93,50 @@ def assert_refused_untouched(entry, match):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_golden_logits_of_reference_network_reproduced(name, reference_dir, test_set):
     """The authors' PyTorch network's pre-softmax outputs on 16 real test images (golden/),
-    for every shipped checkpoint: stem concat of width 2, 1-channel input, 100-class head and
-    every reuse count included. The golden logits are within 8e-6 of an fp64 evaluation
+    for every shipped checkpoint: LruNet's stem concat of width 2, 1-channel input, 100-class
+    head and every reuse count; the baselines' PyTorch padding of stride-2 layers, ShuffleNet's
+    average pool that counts the padding and its shuffle direction (each of these errors misses
+    by more than 1, BASELINES.md). The golden logits are within 8e-6 of an fp64 evaluation
     (golden/README); the port's largest difference on both oneDNN settings is in
     GOLDEN_ATOL's comment."""
     convert = load_convert_reference()
-    checkpoint, dataset, arguments, classes, input_shape = convert.CHECKPOINTS[name]
+    checkpoint, dataset, _, _, classes, input_shape = convert.CHECKPOINTS[name]
     golden = np.load(reference_dir / "golden" / f"{checkpoint}.npz")
     x, logits = golden["x"], golden["logits"]
     assert x.shape == (16, *input_shape) and logits.shape == (16, classes)
     if "rows" in golden.files:  # the golden images are the dataset's own test images
         images, _ = test_set(dataset)
         np.testing.assert_allclose(x * 255, images[golden["rows"]].reshape(x.shape), atol=1e-3)
-    model = LruNet(**arguments, weights=name, include_preprocessing=False,
-                   classifier_activation=None)
+    model = zoo.create(name, include_preprocessing=False, classifier_activation=None)
     out = model.predict(x, batch_size=16, verbose=0)
     assert np.abs(logits).max() > 1.0  # a meaningful reference, not zeros
     np.testing.assert_allclose(out, logits, rtol=0, atol=GOLDEN_ATOL)
     np.testing.assert_array_equal(out.argmax(1), logits.argmax(1))
 
 
-def test_shipped_names_are_the_six_ported_checkpoints():
+def test_shipped_names_are_the_eighteen_ported_checkpoints():
     convert = load_convert_reference()
     assert [e.name for e in list_weights()] == SHIPPED
     assert list(convert.CHECKPOINTS) == SHIPPED
     for entry in list_weights():
-        checkpoint, dataset, arguments, classes, input_shape = convert.CHECKPOINTS[entry.name]
-        assert entry.builder == "LruNet" and entry.dataset == dataset
-        assert entry.arguments == {**arguments, "shuffle": True}
+        checkpoint, dataset, builder, arguments, classes, input_shape = \
+            convert.CHECKPOINTS[entry.name]
+        assert entry.builder == builder and entry.dataset == dataset
+        shuffle = {"shuffle": True} if builder == "LruNet" else {}
+        assert entry.arguments == {**arguments, **shuffle}
         assert entry.classes == classes and entry.input_shape == input_shape
-        assert checkpoint in entry.source
+        assert checkpoint in entry.source and entry.provenance == "ported"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_equal_a_fresh_port_of_the_reference(name, reference_state,
                                                              reference_dir):
     convert = load_convert_reference()
-    checkpoint, _, arguments, classes, input_shape = convert.CHECKPOINTS[name]
-    ported = convert.build_for(arguments, classes, input_shape)
-    convert.port(reference_state(checkpoint), ported, arguments["reuse"])
+    checkpoint, _, builder, arguments, classes, input_shape = convert.CHECKPOINTS[name]
+    ported = convert.build_for(builder, arguments, classes, input_shape)
+    convert.port(reference_state(checkpoint), ported, builder, arguments)
 
-    shipped = LruNet(**arguments, weights=name, classifier_activation=None)
+    shipped = zoo.create(name, classifier_activation=None)
     assert shipped.input_shape[1:] == input_shape and shipped.output_shape == (None, classes)
     assert_same_variables(variables(shipped), variables(ported))
 
@@ -134,9 +147,28 @@ def test_shipped_weights_equal_a_fresh_port_of_the_reference(name, reference_sta
 
 def test_port_refuses_a_checkpoint_of_another_reuse(reference_state):
     convert = load_convert_reference()
-    model = convert.build_for(dict(reuse=1, width=1.0), 10, (32, 32, 3))
+    model = convert.build_for("LruNet", dict(reuse=1, width=1.0), 10, (32, 32, 3))
     with pytest.raises(ValueError, match="not ported"):
-        convert.port(reference_state("cifar10-lru14-ckpt-08934"), model, 1)
+        convert.port(reference_state("cifar10-lru14-ckpt-08934"), model, "LruNet",
+                     dict(reuse=1))
+
+
+def test_port_refuses_a_baseline_checkpoint_of_another_width(reference_state):
+    """The key map checks every layer against the checkpoint: a 0.4x MobileNet checkpoint
+    does not fit the 0.25x network (set_weights refuses the shapes)."""
+    convert = load_convert_reference()
+    model = convert.build_for("CifarMobileNet", dict(width=0.25), 100, (32, 32, 3))
+    with pytest.raises(ValueError, match="shape"):
+        convert.port(reference_state("cifar100-mobilenet-0.4x-ckpt-06054"), model,
+                     "CifarMobileNet", dict(width=0.25))
+
+
+def test_port_refuses_a_checkpoint_of_another_family(reference_state):
+    convert = load_convert_reference()
+    model = convert.build_for("CifarShuffleNetV2", dict(width=0.25), 10, (32, 32, 3))
+    with pytest.raises((ValueError, KeyError)):
+        convert.port(reference_state("cifar10-shufflenet-05x-ckpt-090320"), model,
+                     "CifarShuffleNetV2", dict(width=0.25))
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,7 +204,9 @@ def test_license_and_cards_ship_with_the_weights(reference_dir):
         assert card.is_file(), card
         text = card.read_text()
         assert entry.name in text and f"{entry.accuracy:.2f}%" in text
-        assert f'weights="{entry.dataset}"' in text and "MIT" in text
+        call = (f'weights="{entry.dataset}"' if entry.builder == "LruNet"
+                else f'zoo.create("{entry.name}")')
+        assert call in text and "MIT" in text
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -183,8 +217,9 @@ def test_input_contract_and_layer_names_fit_the_built_model(name):
     entry = get_weights(name)
     convert = load_convert_reference()
     assert entry.input_range == convert.INPUT_RANGE
-    assert (entry.stem_layer, entry.classifier_layer) == (convert.STEM_LAYER,
-                                                           convert.CLASSIFIER_LAYER)
+    assert entry.stem_layer == convert.STEM_LAYER
+    assert entry.classifier_layer == convert.CLASSIFIER_LAYER.get(entry.builder,
+                                                                  convert.DENSE_CLASSIFIER)
     model = zoo.create(name, weights=None)
     assert model.input_shape[1:] == entry.input_shape
     rescaling = next(layer for layer in model.layers
@@ -207,6 +242,7 @@ def test_importing_the_weights_registry_imports_no_model_family():
 
 def test_every_family_registers_its_builders():
     assert zoo.list_builders() == sorted([
+        "CifarMobileNet", "CifarMobileNetV2", "CifarShuffleNet", "CifarShuffleNetV2",
         "ConvMixer", "LruNet", "REAFPlusMobileNetV2", "REAFPlusResNeXt50", "REAFResNeXt",
         "REAFResNet", "SEResNet", "WideResNet50"])
     for name in zoo.list_builders():
