@@ -35,8 +35,8 @@ import numpy as np
 
 import onednn
 from conv_floor import conv_floor
-from machine import cpu_model
 from timing import call_seconds
+from lru_keras.environment import cpu_model
 from lru_keras.layers.reuse import LRUBlock, Reused
 from lru_keras.zoo import LruNet
 

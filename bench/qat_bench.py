@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 import onednn
-from machine import cpu_model
 
 ROW = "ROW "  # prefix of a result line on a child's stdout
 
@@ -114,6 +113,8 @@ def run_child(setting, args, on_row):
 
 def write_results(out, weights, rows):
     """bench/results/qat_bench.<weights>.json and .md with the rows measured so far."""
+    from lru_keras.environment import cpu_model
+
     out.mkdir(parents=True, exist_ok=True)
     result = {"weights": weights, "machine": platform.platform(), "cpu": cpu_model(),
               "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "results": rows}

@@ -141,6 +141,14 @@ def format_table(header, rows, align_right=()):
     return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
 
 
+def format_markdown_table(header, rows, align_right=()):
+    """Markdown table: a header, the alignment row (columns in `align_right` right-aligned),
+    then the rows (cells made strings)."""
+    rule = "|" + "|".join("---:" if i in align_right else "---" for i in range(len(header))) + "|"
+    return "\n".join(["| " + " | ".join(map(str, header)) + " |", rule,
+                      *("| " + " | ".join(map(str, row)) + " |" for row in rows)])
+
+
 def _calls(model):
     """(layer, input shape(s), output shape(s)) of every layer call in a functional model, in
     order.

@@ -20,6 +20,7 @@ from lru_keras.layers import (
     ChannelSplit,
     GroupedPointwiseConv2D,
     LRUBlock,
+    PixelPreprocessing,
     REAFConv2D,
     REAFPlusNormalization,
     Reused,
@@ -146,6 +147,15 @@ CASES = {
         input_shape=(2, 3, 3, 8), expected_output_shape=[(2, 3, 3, 4)] * 2,
         expected_num_trainable_weights=0, expected_num_non_trainable_weights=0, params=0,
         run_training_check=False),
+    "pixels-0-255": dict(
+        layer_cls=PixelPreprocessing, init_kwargs=dict(input_range=(0, 255)),
+        input_shape=(2, 3, 3, 3), expected_output_shape=(2, 3, 3, 3),
+        expected_num_trainable_weights=0, expected_num_non_trainable_weights=0, params=0),
+    "pixels-standardized": dict(
+        layer_cls=PixelPreprocessing,
+        init_kwargs=dict(input_range=(0, 255), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3)),
+        input_shape=(2, 3, 3, 3), expected_output_shape=(2, 3, 3, 3),
+        expected_num_trainable_weights=0, expected_num_non_trainable_weights=0, params=0),
     "pointwise-g4": _grouped_pointwise_case(8, 4, 16, use_bias=False),
     "pointwise-g2-bias": _grouped_pointwise_case(12, 2, 8, use_bias=True),
     "pointwise-g1": _grouped_pointwise_case(6, 1, 4, use_bias=True),

@@ -153,7 +153,7 @@ def test_kernel_shared_functional_model_keeps_one_kernel(cifar10_images, tmp_pat
     outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
     model = randomize(keras.Model(inputs, outputs, name="kernel_shared"), seed=3)
     path = tmp_path / "ks.tflite"
-    tflite.export(model, path)
+    tflite.export(model, path, input_range=(0, 1))
     readers = weight_readers(path)
     assert list(readers[("CONV_2D", (8, 3, 3, 8))].values()) == [3]
     images = cifar10_images[0][:16].astype(np.float32) / 255.0
@@ -240,15 +240,49 @@ def test_spec_labels_and_metadata_ship_with_the_model(lrunet14, tmp_path):
     assert flatbuffer.get_metadata(model, "lru_keras.labels").decode() == labels_path.read_text()
 
 
-def test_input_range_of_a_model_without_rescaling(tmp_path, cifar10_images, randomize):
+def test_a_model_without_a_declared_pixel_range_needs_input_range(tmp_path, cifar10_images,
+                                                                   randomize):
+    """Nothing is guessed: without a PixelPreprocessing layer the export refuses, naming
+    input_range; with it, the file maps [0, 255] pixels onto the given range."""
     model = randomize(LruNet(reuse=1, width=0.25, include_preprocessing=False), seed=2)
     path = tmp_path / "unit.tflite"
-    spec = tflite.export(model, path)
+    with pytest.raises(ValueError, match="does not declare the pixel range.*input_range="):
+        tflite.export(model, path)
+    assert listing(tmp_path) == []
+    spec = tflite.export(model, path, input_range=(0, 1))
     assert spec["input"]["pixel_range"] == [0.0, 1.0]
     images = cifar10_images[0][:8].astype(np.float32)
     # TFLiteClassifier takes pixels 0..255 and maps them to the model's range.
     np.testing.assert_allclose(tflite.TFLiteClassifier(path).predict(images),
                                model.predict(images / 255.0, verbose=0), atol=2e-5)
+
+
+def test_declared_pixel_range_is_used_and_a_contradicting_one_refused(tmp_path):
+    """Zoo models declare [0, 255], also REAF-ResNet's mean/std "normalization" (once
+    mistaken for a [0, 1] model: int8 agreement with Keras 2.4%)."""
+    from lru_keras.zoo import REAFResNet
+
+    model = REAFResNet(depth=18, stem="cifar")
+    assert tflite.options.declared_input_range(model) == (0.0, 255.0)
+    with pytest.raises(ValueError, match=r"contradicts model .* \(0.0, 255.0\)"):
+        tflite.export(LruNet(reuse=1, width=0.25), tmp_path / "m.tflite", input_range=(0, 1))
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("images, message", [
+    (lambda x: x / 255.0, r"already scaled to \[0, 1\]"),
+    (lambda x: x * 2.0, r"pixels in \[0, 255\].*span \[0, 510\]"),
+    (lambda x: np.full_like(x, 128.0), "one constant value"),
+    (lambda x: np.where(x > 250, np.nan, x), "NaN"),
+])
+def test_calibration_images_outside_the_pixel_range_are_refused(images, message, small_model,
+                                                                calibration_images, tmp_path):
+    """Calibration on [0, 1] images for a [0, 255] model gave a file at 10% accuracy."""
+    bad = images(calibration_images[:32].astype(np.float32))
+    with pytest.raises(ValueError, match=message):
+        tflite.export(small_model, tmp_path / "m.tflite", "int8", representative_data=bad,
+                      dataset="cifar10")
+    assert listing(tmp_path) == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +302,7 @@ def test_unsupported_layer_is_named_and_no_file_is_written(tmp_path):
     x = Dilation(name="morphology")(keras.layers.Conv2D(4, 3)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
     with pytest.raises(tflite.UnsupportedModelError, match="Dilation2D.*morphology"):
-        tflite.export(model, tmp_path / "m.tflite")
+        tflite.export(model, tmp_path / "m.tflite", input_range=(0, 1))
     assert listing(tmp_path) == []
 
 
@@ -718,7 +752,7 @@ def test_generic_reused_block_keeps_one_kernel_and_equals_keras(cifar10_images, 
     images = cifar10_images[0][:16].astype(np.float32) / 255.0
     for quantization in ("float32", "float16"):
         path = tmp_path / f"generic_{quantization}.tflite"
-        tflite.export(model, path, quantization)
+        tflite.export(model, path, quantization, input_range=(0, 1))
         assert list(weight_readers(path)[("CONV_2D", (8, 3, 3, 8))].values()) == [4]
         assert "GATHER" not in tflite.inspect(path)["ops"]
         np.testing.assert_allclose(_run_float(path, images), model.predict(images, verbose=0),

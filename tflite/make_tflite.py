@@ -7,7 +7,9 @@ with LiteRT's interpreter: top-1 accuracy on the full test set and batch-1 laten
 thread (XNNPACK). The manifest lists, per file: model, dataset, quantization, size, sha256,
 accuracy (and the Keras model's recorded accuracy), latency, input and output spec.
 
-Needs the datasets prepared in TFDS (`make data`). Usage, from the repository root:
+Needs the datasets prepared in the default data dir (`make data`) or in --data-dir; else it
+stops with one line naming the directory and the command that prepares it. Usage, from the
+repository root:
     python tflite/make_tflite.py                 # everything (about 20 minutes on 2 cores)
     python tflite/make_tflite.py --only lrunet1_1x.cifar10 --skip-accuracy
     python tflite/make_tflite.py --check         # re-export into a temporary folder and
@@ -134,10 +136,22 @@ def main(argv=None):
     parser.add_argument("--quantization", nargs="+", default=list(QUANTIZATIONS),
                         choices=["float32", "float16", "dynamic", "int8"])
     parser.add_argument("--skip-accuracy", action="store_true")
-    parser.add_argument("--data-dir", help="TFDS data dir")
+    parser.add_argument("--data-dir",
+                        help="TFDS data dir (default: lru_keras.data.default_data_dir())")
     parser.add_argument("--check", action="store_true",
                         help="export into a temporary folder and compare with tflite/")
     args = parser.parse_args(argv)
+    from lru_keras.data import DatasetNotAvailableError
+
+    try:
+        return run(args)
+    except DatasetNotAvailableError as error:
+        print(f"make_tflite.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+def run(args):
+    """Exports, measures and records what the parsed arguments select; returns the status."""
     from lru_keras.zoo import list_weights
 
     entries = [e for e in list_weights() if not args.only or e.name in args.only]

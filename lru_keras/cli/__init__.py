@@ -1,14 +1,15 @@
 """`lru-keras`: the command line of the model zoo.
 
-One module per command (zoo, info, evaluate, data, train, tune, export, qat), each adding its
-parser and handler; the arguments several commands share are in `options`. Handlers call
-library functions and print. `main(argv)` returns the exit status: 0 on success, 2 for bad
+One module per command (zoo, info, evaluate, data, train, tune, export, qat, compare), each
+adding its parser and handler; the arguments several commands share are in `options`. Handlers
+call library functions and print. `main(argv)` returns the exit status: 0 on success, 2 for bad
 arguments or a library error (printed as one line, no traceback); `tune` returns 1 when its
 search fails.
 """
 
 import argparse
 
+from lru_keras.cli.compare import add_compare_command
 from lru_keras.cli.data import add_data_commands
 from lru_keras.cli.evaluate import add_evaluate_command
 from lru_keras.cli.export import add_export_command
@@ -40,6 +41,6 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (add_zoo_command, add_info_command, add_evaluate_command,
                         add_data_commands, add_train_commands, add_tune_command,
-                        add_export_command, add_qat_command):
+                        add_export_command, add_qat_command, add_compare_command):
         add_command(commands)
     return parser

@@ -1,4 +1,5 @@
-"""`lru-keras zoo list`: the registry of pretrained weights, with parameters and accuracy."""
+"""`lru-keras zoo list`: the registry of pretrained weights, with parameters, accuracy and
+provenance (ported or trained)."""
 
 from __future__ import annotations
 
@@ -28,16 +29,16 @@ def run_zoo_list(args: argparse.Namespace) -> int:
             "name": entry.name, "fits": entry.describe(), "dataset": entry.dataset,
             "classes": entry.classes, "input_shape": list(entry.input_shape),
             "params": analysis.count_parameters(model)["trainable"],
-            "accuracy": entry.accuracy,
+            "accuracy": entry.accuracy, "provenance": entry.provenance,
         })
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     print(analysis.format_table(
-        ["name", "fits", "dataset", "params", "accuracy %"],
-        [[r["name"], r["fits"], r["dataset"], f"{r['params']:,}", f"{r['accuracy']:.2f}"]
-         for r in rows],
+        ["name", "fits", "dataset", "params", "accuracy %", "provenance"],
+        [[r["name"], r["fits"], r["dataset"], f"{r['params']:,}", f"{r['accuracy']:.2f}",
+          r["provenance"]] for r in rows],
         align_right=(3, 4)))
-    print("accuracy: test accuracy recorded in the authors' checkpoint; "
-          "`lru-keras evaluate --weights NAME --dataset DATASET` measures it.")
+    print("accuracy: test accuracy recorded with the weights (ported: in the authors' "
+          "checkpoint); `lru-keras evaluate --weights NAME --dataset DATASET` measures it.")
     return 0

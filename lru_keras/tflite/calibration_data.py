@@ -54,9 +54,30 @@ def calibration_images(representative_data=None, *, dataset=None, image_shape, c
             f"takes {image_shape}.")
     if len(images) == 0:
         raise ValueError("representative_data holds no images")
+    return check_pixels(images[:count])
+
+
+def check_pixels(images, what="representative_data"):
+    """`images` if they are usable calibration pixels in [0, 255], else a ValueError saying
+    what is wrong: non-finite values, values outside [0, 255], images that all lie in [0, 1]
+    (pixels already scaled: the file would be calibrated for 1/255 of the real range) or one
+    constant value (nothing to measure a range on)."""
     if not np.all(np.isfinite(images)):
-        raise ValueError("representative_data contains NaN or infinite values")
-    return images[:count]
+        raise ValueError(f"{what} contains NaN or infinite values.")
+    low, high = float(images.min()), float(images.max())
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"{what} must be pixels in [0, 255] (the export maps them to the model's input "
+            f"range); these span [{low:g}, {high:g}].")
+    if high <= 1:
+        raise ValueError(
+            f"{what} spans [{low:g}, {high:g}]: pixels already scaled to [0, 1]? Calibration "
+            f"images are raw pixels in [0, 255] whatever range the model takes; multiply "
+            f"them by 255.")
+    if low == high:
+        raise ValueError(f"{what} holds one constant value ({low:g}) in every pixel: int8 "
+                         f"calibration needs real images.")
+    return images
 
 
 def spread_training_images(dataset, count, data_dir=None, split="train"):

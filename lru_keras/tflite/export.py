@@ -5,8 +5,9 @@ Steps: check the arguments and that `path` can be written (before the slow part,
 shuffles); calibrate (int8); convert with builtin ops only (`convert.convert`); tidy the
 flatbuffer (`flatbuffer`: a bias buffer per reuse of a shared int8 kernel, no duplicate
 constants, no unused tensors, batch 1 declared); check that no Flex/custom op slipped in and,
-with `share_weights=True`, that every conv of a shared layer reads one weight tensor; write the .tflite, `<stem>.labels.txt` and
-`<stem>.json` (the input spec) atomically: each goes to a temporary file in the target folder
+with `share_weights=True`, that every conv of a shared layer reads one weight tensor; run the
+file with LiteRT and compare it with Keras (`verify`); write the .tflite, `<stem>.labels.txt`
+and `<stem>.json` (the input spec) atomically: each goes to a temporary file in the target folder
 and is renamed into place only when all three are complete, so an error never leaves a partial
 or stale set of files behind.
 """
@@ -21,7 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from lru_keras import atomic
-from lru_keras.tflite import calibration_data, convert, equalization, flatbuffer, graph, options
+from lru_keras.tflite import (
+    calibration_data,
+    convert,
+    equalization,
+    flatbuffer,
+    graph,
+    options,
+    verify,
+)
 from lru_keras.tflite.errors import ExportError, UnsupportedModelError
 
 SPEC_FORMAT = "lru_keras.tflite.spec/1"
@@ -54,16 +63,18 @@ def export(model, path, quantization="float32", representative_data=None, *,
             default True for int8 with share_weights, else False. Never changes the function.
         ranges: int8 activation ranges: "mse" (min/max refined to the least quantization
             error, the default) or "minmax" (the converter's plain calibration).
-        input_range: (low, high) the model's input pixels span; default (0, 255) if the model
-            starts with a Rescaling(1/255) layer (the zoo's include_preprocessing=True), else
-            (0, 1).
+        input_range: (low, high) the model's input pixels span. Default: the range the model
+            declares with its `PixelPreprocessing` layer (every zoo model built with
+            include_preprocessing=True: (0, 255)); a model without one needs it.
         strip_names: blank internal tensor names (smaller file).
         data_dir: TFDS data directory for the default calibration images.
         extra_spec: more entries for the spec (e.g. how the weights were fine-tuned).
 
     Returns:
         the input spec written to `<stem>.json` (also embedded in the .tflite as metadata
-        "lru_keras.spec"), with the file's size and sha256.
+        "lru_keras.spec"), with the file's size, sha256 and "verified": how it ran in LiteRT
+        against Keras (`verify.verify`; an ExportError before anything is written if it does
+        not run or disagrees; a warning naming the ops XNNPACK does not take).
     """
     if quantization not in convert.QUANTIZATIONS:
         raise ValueError(f"quantization={quantization!r}; expected one of "
@@ -87,12 +98,12 @@ def export(model, path, quantization="float32", representative_data=None, *,
     input_range = options.resolve_input_range(model, input_range)
     equalize = (quantization == "int8" and share_weights) if equalize is None else bool(equalize)
 
-    images = None
+    images = pixels = None
     if quantization == "int8":
-        images = calibration_data.calibration_images(
+        pixels = calibration_data.calibration_images(
             representative_data, dataset=dataset, image_shape=image_shape,
             count=calibration_size, data_dir=data_dir)
-        images = options.to_input_range(images, input_range)
+        images = options.to_input_range(pixels, input_range)
 
     # Float files keep each BatchNorm as one 1x1 depthwise conv (fewer ops, same bytes);
     # quantized ones as MUL + ADD with per-tensor int8 constants (see graph.export_model).
@@ -132,7 +143,8 @@ def export(model, path, quantization="float32", representative_data=None, *,
                             ("\n".join(labels) + "\n").encode())
     content = flatbuffer.write(tflite)
     spec = {**spec, "size_bytes": len(content),
-            "sha256": hashlib.sha256(content).hexdigest()}
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "verified": verify.verify(content, model, quantization, input_range, pixels)}
     labels_path, spec_path = options.sidecar_paths(path)
     _write_all({path: content,
                 labels_path: ("\n".join(labels) + "\n").encode(),

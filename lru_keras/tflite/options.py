@@ -1,5 +1,6 @@
-"""The options shared by export and QAT: where the files go, which dataset and labels, which
-input range. Each is checked before any slow work starts."""
+"""The options shared by export and QAT: where the files go (and what the zoo's files are
+called), which dataset and labels, which input range. Each is checked before any slow work
+starts."""
 
 import os
 import tempfile
@@ -11,6 +12,12 @@ from lru_keras import data
 
 LABELS_SUFFIX = ".labels.txt"
 SPEC_SUFFIX = ".json"
+
+
+def zoo_file_name(weights_name, quantization):
+    """The file name of a registered model's .tflite, as tflite/make_tflite.py writes it and
+    `lru_keras.compare` reads it, e.g. "lrunet14_1x.cifar10.int8.tflite"."""
+    return f"{weights_name}.{quantization}.tflite"
 
 
 def sidecar_paths(path):
@@ -74,23 +81,47 @@ def resolve_labels(labels, dataset, outputs):
 
 
 def resolve_input_range(model, input_range):
-    """(low, high) of the model's input pixels: `input_range` checked, else (0, 255) if the
-    model starts with a Rescaling(1/255) layer, else (0, 1)."""
+    """(low, high) of the model's input pixels: the range the model declares (its
+    `PixelPreprocessing` layer, which every zoo model built with include_preprocessing=True
+    has), else `input_range`. Both given must agree; a model that declares none needs
+    `input_range` (nothing is guessed: a wrong range ruins int8 calibration)."""
+    declared = declared_input_range(model)
     if input_range is not None:
-        low, high = (float(v) for v in input_range)
-        if not high > low:
-            raise ValueError(f"input_range={input_range!r} must be (low, high) with high > low")
+        low, high = _checked_range(input_range)
+        if declared is not None and (low, high) != declared:
+            raise ValueError(
+                f"input_range={input_range!r} contradicts model {model.name!r}, which takes "
+                f"pixels in {declared} (its PixelPreprocessing layer); leave input_range=None.")
         return (low, high)
-    import keras
+    if declared is None:
+        raise ValueError(
+            f"model {model.name!r} does not declare the pixel range it takes (it has no "
+            f"PixelPreprocessing layer after its input, e.g. it was built with "
+            f"include_preprocessing=False): pass input_range=(low, high), e.g. (0, 1) for "
+            f"pixels scaled to [0, 1] or (0, 255) for raw pixels.")
+    return declared
 
-    for layer in model.layers[:3]:
-        if isinstance(layer, keras.layers.Rescaling):
-            scale = np.asarray(layer.scale, np.float64)
-            offset = np.asarray(layer.offset, np.float64)
-            if scale.size == 1 and offset.size == 1 and abs(float(scale) * 255 - 1) < 1e-6 and \
-                    float(offset) == 0:
-                return (0.0, 255.0)
-    return (0.0, 1.0)
+
+def declared_input_range(model):
+    """The (low, high) pixel range of a `PixelPreprocessing` layer that reads the model's
+    input directly, else None."""
+    from lru_keras.layers import PixelPreprocessing
+
+    for layer in model.layers[:2]:
+        if isinstance(layer, PixelPreprocessing):
+            return tuple(layer.input_range)
+    return None
+
+
+def _checked_range(input_range):
+    try:
+        low, high = (float(v) for v in input_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_range={input_range!r} must be (low, high).") from None
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise ValueError(f"input_range={input_range!r} must be finite (low, high) with "
+                         f"high > low.")
+    return low, high
 
 
 def to_input_range(images, input_range):

@@ -15,7 +15,7 @@ import numpy as np
 from lru_keras import data
 from lru_keras.evaluate import evaluate_batches
 from lru_keras.tflite import flatbuffer
-from lru_keras.validation import require_positive_int
+from lru_keras.validation import require_int, require_positive_int
 
 DEFAULT_PIXEL_RANGE = (0.0, 255.0)
 
@@ -202,7 +202,6 @@ def _check_classes(classifier, spec):
                          f"{spec.name} has {spec.num_classes}.")
 
 
-
 def latency(model, *, num_threads=1, runs=200, warmup=20, xnnpack=True):
     """Batch-1 latency of a .tflite (path or bytes) with LiteRT's interpreter, in ms.
 
@@ -211,26 +210,57 @@ def latency(model, *, num_threads=1, runs=200, warmup=20, xnnpack=True):
     delegate nodes XNNPACK put in the graph (1 = the whole graph in one partition; 0 = off).
     On a shared machine the median moves with the load; the minimum much less.
     """
-    classifier = TFLiteClassifier(model, num_threads=num_threads, xnnpack=xnnpack, batch_size=1)
-    interpreter = classifier.interpreter
-    image = classifier.quantize_input(np.full((1, *classifier.input_shape), 128.0, np.float32))
-    interpreter.set_tensor(classifier.input["index"], image)
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    times = np.array(times) * 1e3
-    return {
-        "median_ms": float(np.median(times)), "min_ms": float(times.min()),
-        "p90_ms": float(np.percentile(times, 90)), "runs": runs, "num_threads": num_threads,
+    return latencies([model], num_threads=num_threads, runs=runs, warmup=warmup,
+                     xnnpack=xnnpack)[0]
+
+
+def latencies(models, *, num_threads=1, runs=200, warmup=20, xnnpack=True):
+    """Batch-1 latencies of several .tflite files (paths or bytes), measured interleaved, so
+    that they compare on a shared machine: every interpreter is made first, then each round
+    runs every model once, starting one model later each round; the first `warmup` rounds
+    are not timed. The load of other jobs then falls on all models alike.
+
+    Returns one dict per model, in order, as `latency` does for one.
+    """
+    runs, warmup = require_positive_int("runs", runs), require_int("warmup", warmup)
+    classifiers = [_ready_to_time(model, num_threads, xnnpack) for model in models]
+    if not classifiers:
+        raise ValueError("latencies: no models given")
+    count = len(classifiers)
+    times = np.zeros((count, runs))
+    for round_ in range(-warmup, runs):
+        first = round_ % count
+        for index in (*range(first, count), *range(first)):
+            interpreter = classifiers[index].interpreter
+            start = time.perf_counter()
+            interpreter.invoke()
+            if round_ >= 0:
+                times[index, round_] = time.perf_counter() - start
+    return [{
+        "median_ms": float(np.median(row)), "min_ms": float(row.min()),
+        "p90_ms": float(np.percentile(row, 90)), "runs": runs, "num_threads": num_threads,
         "xnnpack": xnnpack, "xnnpack_partitions": delegate_partitions(classifier),
-    }
+    } for classifier, row in zip(classifiers, times * 1e3)]
+
+
+def _ready_to_time(model, num_threads, xnnpack):
+    """A batch-1 `TFLiteClassifier` of `model` whose input holds one mid-gray image, so that
+    timing it is `classifier.interpreter.invoke()` alone."""
+    classifier = TFLiteClassifier(model, num_threads=num_threads, xnnpack=xnnpack, batch_size=1)
+    image = classifier.quantize_input(np.full((1, *classifier.input_shape), 128.0, np.float32))
+    classifier.interpreter.set_tensor(classifier.input["index"], image)
+    return classifier
 
 
 def delegate_partitions(classifier):
     """Delegate nodes in the interpreter's graph (after the first invoke): the partitions."""
     wrapper = classifier.interpreter._interpreter  # noqa: SLF001  (no public API for this)
     return sum(wrapper.NodeName(i) == "DELEGATE" for i in range(wrapper.NumNodes()))
+
+
+def undelegated_ops(classifier):
+    """Names of the ops XNNPACK left to LiteRT's own kernels (after the first invoke), in
+    graph order: each one splits the delegated graph and runs slower."""
+    wrapper = classifier.interpreter._interpreter  # noqa: SLF001  (no public API for this)
+    names = (wrapper.NodeName(i) for i in range(wrapper.NumNodes()))
+    return [name for name in names if name != "DELEGATE"]

@@ -101,10 +101,8 @@ def format_markdown(rows: list[dict], budget: Budget, title: str) -> str:
     best = best_row(rows)
     lines = [f"# {title}", "", f"Budget: {budget.describe()}. Params: trainable parameters "
              f"(shared weights once); {analysis.MFLOPS_CONVENTION}.", "",
-             "| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i in (0, len(header) - 1) else "---:"
-                            for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(_cells(row, latency)) + " |" for row in rows]
+             analysis.format_markdown_table(header, [_cells(row, latency) for row in rows],
+                                            align_right=range(1, len(header) - 1))]
     lines += ["", f"Best: trial {best['trial']}" if best else "Best: none (no trial within the "
                                                                "budget completed)", ""]
     return "\n".join(lines)

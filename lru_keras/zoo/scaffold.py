@@ -24,13 +24,15 @@ import numbers
 
 import keras
 
-from lru_keras.layers import GroupedPointwiseConv2D
+from lru_keras.layers import GroupedPointwiseConv2D, PixelPreprocessing
 from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
 from lru_keras.validation import require_choice, require_positive_int
 from lru_keras.zoo import registry
 from lru_keras.zoo import weights as weights_registry
 
 POOLINGS = (None, "avg", "max")
+# What include_preprocessing=True models take: raw 8-bit pixels.
+PIXEL_RANGE = (0, 255)
 # The keras.applications arguments of every builder, with their defaults (see `start`).
 COMMON_ARGUMENTS = {
     "weights": None, "input_shape": None, "input_tensor": None, "include_top": True,
@@ -246,10 +248,8 @@ def _is_size(value, low):
 
 
 def _preprocessing(pixel_stats):
+    """The zoo's input contract: raw pixels in [0, 255] (see `PixelPreprocessing`)."""
     if pixel_stats is None:
-        return keras.layers.Rescaling(1.0 / 255, name="rescaling")
+        return PixelPreprocessing(PIXEL_RANGE, name="rescaling")
     mean, std = pixel_stats
-    return keras.layers.Rescaling(
-        scale=[1.0 / (255.0 * s) for s in std], offset=[-m / s for m, s in zip(mean, std)],
-        name="normalization",
-    )
+    return PixelPreprocessing(PIXEL_RANGE, mean=mean, std=std, name="normalization")
