@@ -286,6 +286,68 @@ def test_calibration_images_outside_the_pixel_range_are_refused(images, message,
 
 
 # --------------------------------------------------------------------------------------------
+# Verified after converting: the file runs in LiteRT and computes what Keras computes.
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_export_runs_the_file_in_litert_against_keras(quantization, small_model,
+                                                      calibration_images, tmp_path):
+    spec = tflite.export(small_model, tmp_path / "m.tflite", quantization,
+                         representative_data=calibration_images[:64], dataset="cifar10")
+    verified = spec["verified"]
+    assert verified["xnnpack_partitions"] == 1
+    if quantization == "float32":
+        assert verified["images"] == 8 and verified["max_abs_diff"] < 1e-4
+        assert verified["undelegated_ops"] == []
+    else:  # the int8 SOFTMAX stays outside the one partition, at the end
+        assert verified["images"] == 64 and verified["top1_agreement"] >= 0.5
+        assert verified["undelegated_ops"] == ["SOFTMAX"]
+    assert json.loads((tmp_path / "m.json").read_text())["verified"] == verified
+
+
+def test_a_file_litert_cannot_load_is_refused_and_nothing_written(small_model, tmp_path,
+                                                                   monkeypatch):
+    """A converter can write a file LiteRT cannot prepare (seen: an FFT layer); here the
+    written flatbuffer is cut short."""
+    write = flatbuffer.write
+    monkeypatch.setattr(flatbuffer, "write", lambda model: write(model)[:4096])
+    with pytest.raises(tflite.ExportError, match="LiteRT cannot run the converted file"):
+        tflite.export(small_model, tmp_path / "m.tflite")
+    assert listing(tmp_path) == []
+
+
+def test_a_file_that_disagrees_with_keras_is_refused(small_model, tmp_path, monkeypatch):
+    from lru_keras.tflite import verify
+
+    monkeypatch.setitem(verify.TOLERANCE, "float32", -1.0)  # any difference is too much
+    with pytest.raises(tflite.ExportError, match="differs from Keras by"):
+        tflite.export(small_model, tmp_path / "m.tflite")
+    assert listing(tmp_path) == []
+
+
+def test_ops_that_split_the_xnnpack_graph_are_named_in_a_warning(calibration_images, tmp_path,
+                                                                 randomize):
+    """XNNPACK has no int8 GELU: each one splits an int8 ConvMixer's graph."""
+    model = randomize(ConvMixer(16, 2, kernel_size=3), seed=3)
+    with pytest.warns(UserWarning, match=r"XNNPACK leaves .*GELU.* XNNPACK partitions"):
+        spec = tflite.export(model, tmp_path / "m.tflite", "int8",
+                             representative_data=calibration_images[:32], dataset="cifar10")
+    assert spec["verified"]["xnnpack_partitions"] > 1
+    assert tflite.inspect(tmp_path / "m.tflite")["xnnpack"] == {
+        "partitions": spec["verified"]["xnnpack_partitions"],
+        "undelegated_ops": spec["verified"]["undelegated_ops"]}
+
+
+def test_inspect_reports_how_xnnpack_partitions_the_shipped_files():
+    """14-LruNet-1x int8 runs in one partition; the baseline ShuffleNet's int8 file in 7 (its
+    int8 average pools and ReLUs after a concatenation stay outside XNNPACK)."""
+    lrunet = tflite.inspect(SHIPPED / "lrunet14_1x.cifar10.int8.tflite")["xnnpack"]
+    assert lrunet == {"partitions": 1, "undelegated_ops": ["SOFTMAX"]}
+    shufflenet = tflite.inspect(SHIPPED / "cifar_shufflenet_0.5x.cifar10.int8.tflite")
+    assert shufflenet["xnnpack"]["partitions"] == 7
+    assert shufflenet["xnnpack"]["undelegated_ops"].count("AVERAGE_POOL_2D") == 3
+
+
+# --------------------------------------------------------------------------------------------
 # Bad input: clear errors, no file left behind.
 # --------------------------------------------------------------------------------------------
 @keras.saving.register_keras_serializable(package="lru_keras_tests")

@@ -6,7 +6,7 @@
   pixel range).
 - `evaluate(path, dataset, split="test")`: top-1 accuracy with LiteRT's interpreter.
 - `TFLiteClassifier(path)`: `predict(images)` on pixels in [0, 255].
-- `inspect(path)`: op counts, sharing of conv weights, where the bytes go.
+- `inspect(path)`: op counts, sharing of conv weights, where the bytes go, XNNPACK partitions.
 - `quantize_aware(model, train_data, path)`: quantization-aware fine-tuning with
   tensorflow-model-optimization (in a child process), then the int8 export.
 
@@ -15,6 +15,8 @@ export form), `convert` (the TFLite converter), `flatbuffer` (reading and tidyin
 files), `calibration_data`, `equalization` and `ranges` (int8), `options` (argument checks
 shared by export and QAT), `errors`, `runtime` (LiteRT), `qat` (quantization-aware training).
 """
+
+import numpy as np
 
 from lru_keras.tflite.convert import QUANTIZATIONS
 from lru_keras.tflite.errors import ExportError, QATError, UnsupportedModelError
@@ -25,7 +27,8 @@ from lru_keras.tflite.runtime import TFLiteClassifier, evaluate, evaluate_arrays
 
 
 def inspect(path_or_bytes):
-    """A dict describing a .tflite: ops, conv weight sharing, size breakdown, lru_keras spec."""
+    """A dict describing a .tflite: ops, conv weight sharing, size breakdown, how XNNPACK
+    partitions it (LiteRT's default CPU path, as in an app), lru_keras spec."""
     from lru_keras.tflite import flatbuffer
 
     if isinstance(path_or_bytes, (bytes, bytearray)):
@@ -33,13 +36,19 @@ def inspect(path_or_bytes):
     else:
         with open(path_or_bytes, "rb") as f:
             content = f.read()
+    from lru_keras.tflite import runtime
+
     model = flatbuffer.read(content)
+    classifier = TFLiteClassifier(content)
+    classifier.predict_raw(np.zeros((1, *classifier.input_shape), classifier.input_dtype))
     return {
         "size_bytes": len(content),
         "ops": flatbuffer.op_counts(model),
         "non_builtin_ops": flatbuffer.non_builtin_ops(model),
         "sharing": sharing_report(model),
         "bytes": flatbuffer.size_breakdown(model),
+        "xnnpack": {"partitions": runtime.delegate_partitions(classifier),
+                    "undelegated_ops": runtime.undelegated_ops(classifier)},
         "spec": flatbuffer.read_metadata_json(content),
     }
 

@@ -18,6 +18,7 @@ import collections
 import copy as copy_module
 import dataclasses
 import json
+import struct
 
 import flatbuffers
 import numpy as np
@@ -37,11 +38,16 @@ METADATA_PREFIX = "lru_keras."
 
 
 def read(content):
-    """The unpacked model (`schema.ModelT`) of .tflite bytes."""
+    """The unpacked model (`schema.ModelT`) of .tflite bytes; ValueError if they are not a
+    whole TFLite flatbuffer (e.g. a truncated file)."""
     content = bytes(content)
     if len(content) < 8 or content[4:8] != FILE_IDENTIFIER:
         raise ValueError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
-    return schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    try:
+        return schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    except (struct.error, IndexError) as error:
+        raise ValueError(f"a damaged or truncated TFLite flatbuffer ({len(content)} bytes: "
+                         f"{error})") from None
 
 
 def write(model):

@@ -259,8 +259,34 @@ def delegate_partitions(classifier):
 
 
 def undelegated_ops(classifier):
-    """Names of the ops XNNPACK left to LiteRT's own kernels (after the first invoke), in
-    graph order: each one splits the delegated graph and runs slower."""
+    """Names of the ops XNNPACK left to LiteRT's own kernels, in graph order: each one splits
+    the delegated graph and runs slower.
+
+    The interpreter lists the file's ops and, after them, one DELEGATE node per partition,
+    but not which ops each partition replaced; that follows from the tensors. An op whose
+    output leaves a partition (a DELEGATE node's output) was delegated; one whose output
+    enters a partition or is a graph output (and leaves none) was not; any other op is what
+    its consumers are (a delegated op feeds an undelegated one only through a DELEGATE
+    output), so the ops are classified from the last to the first.
+    """
     wrapper = classifier.interpreter._interpreter  # noqa: SLF001  (no public API for this)
-    names = (wrapper.NodeName(i) for i in range(wrapper.NumNodes()))
-    return [name for name in names if name != "DELEGATE"]
+    nodes = [(wrapper.NodeName(i), set(wrapper.NodeInputs(i)), set(wrapper.NodeOutputs(i)))
+             for i in range(wrapper.NumNodes())]
+    ops = [node for node in nodes if node[0] != "DELEGATE"]
+    partitions = [node for node in nodes if node[0] == "DELEGATE"]
+    leaving = set().union(*(outputs for _, _, outputs in partitions))
+    entering = set().union(*(inputs for _, inputs, _ in partitions), wrapper.OutputIndices())
+    delegated = {}  # tensor -> whether the ops reading it were delegated
+    undelegated = []
+    for name, inputs, outputs in reversed(ops):
+        if outputs & leaving:
+            kept = False
+        elif outputs & entering:
+            kept = True
+        else:
+            kept = any(delegated.get(t) is False for t in outputs) or not partitions
+        for tensor in inputs:
+            delegated.setdefault(tensor, not kept)
+        if kept:
+            undelegated.append(name)
+    return undelegated[::-1]

@@ -6,11 +6,15 @@ refused here, before anything is written.
 The comparison, by quantization:
 - float32 / float16: outputs on a few seeded noise images within a tolerance of Keras's (float16
   weights round to 11 bits, so their bound is looser);
-- int8: top-1 agreement with Keras on (up to 100 of) the calibration images, real images;
+- int8: on (up to 100 of) the calibration images, real images, top-1 agreement with Keras and
+  the largest difference relative to the range of Keras's outputs; only both failing refuses
+  the file (a model with random weights has near-ties that int8 rounding flips, and
+  near-constant outputs that make any rounding look large);
 - dynamic: that it runs and gives finite outputs (its float activations with int8 weights
   drift too much on noise for a useful bound, and it has no calibration images).
 """
 
+import collections
 import warnings
 
 import numpy as np
@@ -20,9 +24,12 @@ from lru_keras.tflite.errors import ExportError
 
 # Largest |LiteRT - Keras| allowed, relative to max(1, the largest Keras output).
 TOLERANCE = {"float32": 1e-3, "float16": 5e-2}
-# Least top-1 agreement with Keras on real images. The zoo's int8 files agree on 92-99% of
-# test images; an int8 file calibrated for the wrong input range on 2.4%.
+# int8: the least top-1 agreement with Keras on real images, and the largest difference
+# relative to the range of Keras's outputs. On 100 CIFAR-10 images the zoo's int8 files agree
+# on 97-99% with relative differences of 0.09-0.25; a file calibrated for the wrong input
+# range agreed on 2.4%, and another model's file gives 0.89.
 MIN_AGREEMENT = {"int8": 0.5}
+MAX_RELATIVE_DIFF = {"int8": 0.5}
 PROBE_IMAGES = 8
 MAX_AGREEMENT_IMAGES = 100
 
@@ -33,9 +40,10 @@ def verify(content, model, quantization, input_range, pixels=None):
     Args:
         pixels: real images in [0, 255] (int8: the calibration images); None: seeded noise.
 
-    Returns {"images", "max_abs_diff", "top1_agreement", "xnnpack_partitions",
-    "undelegated_ops"}. Raises ExportError if LiteRT cannot run the file or it disagrees;
-    warns (UserWarning) naming the ops XNNPACK does not take.
+    Returns {"images", "max_abs_diff", "relative_diff", "top1_agreement",
+    "xnnpack_partitions", "undelegated_ops"}. Raises ExportError if LiteRT cannot run the file
+    or it disagrees; warns (UserWarning) naming the ops XNNPACK does not take when they split
+    the graph into several partitions.
     """
     image_shape = tuple(model.inputs[0].shape[1:])
     if pixels is None:
@@ -49,9 +57,11 @@ def verify(content, model, quantization, input_range, pixels=None):
                           f"({quantization}): {error}") from None
     expected = model.predict(options.to_input_range(pixels, input_range), verbose=0,
                              batch_size=len(pixels))
+    spread = float(expected.max() - expected.min())
     result = {
         "images": len(pixels),
         "max_abs_diff": float(np.abs(got - expected).max()),
+        "relative_diff": float(np.abs(got - expected).max() / spread) if spread else 0.0,
         "top1_agreement": float(np.mean(got.argmax(-1) == expected.argmax(-1))),
         "xnnpack_partitions": runtime.delegate_partitions(classifier),
         "undelegated_ops": runtime.undelegated_ops(classifier),
@@ -64,14 +74,17 @@ def verify(content, model, quantization, input_range, pixels=None):
         raise ExportError(
             f"model {model.name!r}: the converted file ({quantization}) differs from Keras by "
             f"{result['max_abs_diff']:.3g} (allowed {bound:g} x max(1, |output|)).")
-    least = MIN_AGREEMENT.get(quantization)
-    if least is not None and result["top1_agreement"] < least:
+    least, most = MIN_AGREEMENT.get(quantization), MAX_RELATIVE_DIFF.get(quantization)
+    if least is not None and result["top1_agreement"] < least and \
+            result["relative_diff"] > most:
         raise ExportError(
             f"model {model.name!r}: the {quantization} file predicts the Keras model's class "
             f"on only {100 * result['top1_agreement']:.1f}% of {len(pixels)} calibration "
-            f"images (at least {100 * least:.0f}% expected): wrong input range or "
-            f"calibration images?")
-    if result["undelegated_ops"]:
+            f"images (at least {100 * least:.0f}% expected), and differs by "
+            f"{result['relative_diff']:.2f} of the output range (at most {most} expected).")
+    if result["xnnpack_partitions"] != 1:
+        # One partition with a last op left out (an int8 SOFTMAX) runs at full speed; a split
+        # graph does not (17 undelegated GELUs made an int8 ConvMixer slower than float).
         warnings.warn(
             f"model {model.name!r} ({quantization}): XNNPACK leaves "
             f"{len(result['undelegated_ops'])} ops to LiteRT's slower kernels "
@@ -81,7 +94,4 @@ def verify(content, model, quantization, input_range, pixels=None):
 
 
 def _summary(names):
-    counts = {}
-    for name in names:
-        counts[name] = counts.get(name, 0) + 1
-    return ", ".join(f"{count} x {name}" for name, count in counts.items())
+    return ", ".join(f"{count} x {name}" for name, count in collections.Counter(names).items())
