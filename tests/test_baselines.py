@@ -128,3 +128,24 @@ def test_bad_arguments_raise_naming_the_argument(builder, kwargs, message):
 def test_numpy_scalar_arguments_are_accepted():
     model = zoo.CifarShuffleNetV2(width=np.float32(0.25), classes=np.int64(7))
     assert model.output_shape == (None, 7) and model.name == "cifar_shufflenetv2_0.25x"
+
+
+def test_preprocess_and_decode_as_keras_applications(cifar10_images):
+    """keras.applications' helpers: preprocess_input passes raw pixels through (the models
+    rescale them), decode_predictions names the dataset's classes, best first."""
+    images, labels = cifar10_images
+    x = zoo.preprocess_input(images[:4])
+    assert x.dtype == np.float32 and np.array_equal(x, images[:4])
+    model = zoo.create("cifar_shufflenet_0.5x.cifar10")
+    decoded = zoo.decode_predictions(model.predict(x, verbose=0), dataset="cifar10", top=3)
+    assert len(decoded) == 4 and all(len(row) == 3 for row in decoded)
+    names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+             "truck")  # CIFAR-10's classes, by label
+    for row in decoded:
+        assert [score for _, _, score in row] == sorted((s for _, _, s in row), reverse=True)
+        assert all(names[index] == name for index, name, _ in row)
+    assert sum(row[0][0] == label for row, label in zip(decoded, labels[:4])) >= 3
+    with pytest.raises(ValueError, match=r"shape \(batch, 100\)"):
+        zoo.decode_predictions(np.zeros((1, 10)), dataset="cifar100")
+    with pytest.raises(ValueError, match="`dataset` must be one of"):
+        zoo.decode_predictions(np.zeros((1, 10)), dataset="imagenet")

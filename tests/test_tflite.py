@@ -304,6 +304,29 @@ def test_export_runs_the_file_in_litert_against_keras(quantization, small_model,
     assert json.loads((tmp_path / "m.json").read_text())["verified"] == verified
 
 
+def test_int8_with_uint8_io_takes_raw_pixels_and_predicts_as_int8_io(small_model,
+                                                                       calibration_images,
+                                                                       tmp_path):
+    """io_dtype="uint8": the input is the 8-bit pixel itself (scale 1, zero point 0), as
+    Android's Task Library and TensorBuffer need; one QUANTIZE op at each end moves between
+    uint8 and int8 exactly, so the scores equal the int8-I/O file's."""
+    kwargs = dict(representative_data=calibration_images[:64], dataset="cifar10")
+    spec = tflite.export(small_model, tmp_path / "u.tflite", "int8", io_dtype="uint8", **kwargs)
+    plain = tflite.export(small_model, tmp_path / "i.tflite", "int8", **kwargs)
+    assert spec["input"]["dtype"] == spec["output"]["dtype"] == "uint8"
+    assert (spec["input"]["scale"], spec["input"]["zero_point"]) == (1.0, 0)
+    assert spec["input"]["quantize"].endswith("= pixel for 8-bit pixels")
+    assert spec["ops"]["QUANTIZE"] == plain["ops"].get("QUANTIZE", 0) + 2
+    images = calibration_images[64:96]
+    uint8 = tflite.TFLiteClassifier(tmp_path / "u.tflite", batch_size=len(images))
+    raw = uint8.quantize_input(images)
+    assert raw.dtype == np.uint8 and np.array_equal(raw, images.astype(np.uint8))
+    int8 = tflite.TFLiteClassifier(tmp_path / "i.tflite", batch_size=len(images))
+    np.testing.assert_allclose(uint8.predict(images), int8.predict(images), atol=1e-6)
+    with pytest.raises(ValueError, match="io_dtype='uint8' needs quantization='int8'"):
+        tflite.export(small_model, tmp_path / "f.tflite", "float16", io_dtype="uint8")
+
+
 def test_a_file_litert_cannot_load_is_refused_and_nothing_written(small_model, tmp_path,
                                                                    monkeypatch):
     """A converter can write a file LiteRT cannot prepare (seen: an FFT layer); here the

@@ -45,6 +45,9 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
     exporter.add_argument("--calibration-npz", metavar="FILE",
                           help="int8: calibrate on the images (array x, pixels 0..255) of this "
                                ".npz instead of the dataset's training split")
+    exporter.add_argument("--io-dtype", choices=("int8", "uint8"),
+                          help="int8: the input and output type (default int8; uint8 takes "
+                               "raw 8-bit pixels, as Android's Task Library does)")
     exporter.add_argument("--input-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                           help="the pixel range the model takes, for a .keras model that does "
                                "not declare it (zoo models do: 0 255)")
@@ -73,7 +76,7 @@ def run_export(args: argparse.Namespace) -> int:
     spec = tflite.export(
         model, args.output, args.quantization, representative, share_weights=not args.folded,
         dataset=dataset, calibration_size=args.calibration_size, data_dir=args.data_dir,
-        input_range=args.input_range)
+        input_range=args.input_range, io_dtype=args.io_dtype)
     if args.json:
         print(json.dumps(spec, indent=1, sort_keys=True))
         return 0

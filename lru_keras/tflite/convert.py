@@ -20,7 +20,10 @@ RANGES = ("mse", "minmax")
 CALIBRATION_BATCH = 50
 
 
-def convert(model, quantization, images=None, ranges="mse"):
+IO_DTYPES = ("int8", "uint8")
+
+
+def convert(model, quantization, images=None, ranges="mse", io_dtype="int8"):
     """The .tflite bytes of a Keras model (an export model from `graph.export_model`).
 
     Args:
@@ -31,6 +34,8 @@ def convert(model, quantization, images=None, ranges="mse"):
         ranges: for "int8", "minmax" (the converter's own calibration: observed min/max of
             each activation) or "mse" (min/max refined per tensor to the least quantization
             error, `ranges.refine_ranges`; the default, measured better).
+        io_dtype: for "int8", the input and output type: "int8", or "uint8" (what Android's
+            Task Library and TensorBuffer take; a QUANTIZE op at each end shifts by 128).
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization={quantization!r}; expected one of {list(QUANTIZATIONS)}")
@@ -62,8 +67,9 @@ def convert(model, quantization, images=None, ranges="mse"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = calibration_function(images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        if io_dtype not in IO_DTYPES:
+            raise ValueError(f"io_dtype={io_dtype!r}; expected one of {list(IO_DTYPES)}")
+        converter.inference_input_type = converter.inference_output_type = tf.as_dtype(io_dtype)
         # Two steps, as tf.lite's QuantizationDebugger does: calibrate only (the float model
         # with observed ranges), adjust the ranges, then quantize with the MLIR quantizer.
         converter._experimental_calibrate_only = ranges != "minmax"  # noqa: SLF001
@@ -82,7 +88,8 @@ def convert(model, quantization, images=None, ranges="mse"):
         content, _ = refine_ranges(content, images)
         try:
             content = bytes(tflite_convert.mlir_quantize(
-                content, input_data_type=tf.int8, output_data_type=tf.int8))
+                content, input_data_type=tf.as_dtype(io_dtype),
+                output_data_type=tf.as_dtype(io_dtype)))
         except Exception as error:  # noqa: BLE001
             raise UnsupportedModelError(
                 describe_conversion_error(model, quantization, error)) from None

@@ -39,7 +39,7 @@ SPEC_FORMAT = "lru_keras.tflite.spec/1"
 def export(model, path, quantization="float32", representative_data=None, *,
            share_weights=True, dataset=None, labels=None, calibration_size=None,
            equalize=None, ranges="mse", input_range=None, strip_names=True, data_dir=None,
-           extra_spec=None):
+           extra_spec=None, io_dtype=None):
     """Converts a Keras classifier to a .tflite file; returns a dict describing it.
 
     Args:
@@ -47,7 +47,7 @@ def export(model, path, quantization="float32", representative_data=None, *,
         path: the .tflite file to write; `<stem>.labels.txt` and `<stem>.json` go beside it.
         quantization: "float32"; "float16" (float16 weights); "dynamic" (int8 weights, float
             activations; tensors under 1024 elements stay float); "int8" (full integer, int8
-            input and output, builtin int8 ops only, calibrated on `representative_data`).
+            (or `io_dtype`) input and output, builtin int8 ops only, calibrated on `representative_data`).
         representative_data: int8 calibration images in [0, 255]: an array (n, H, W, C), a
             tf.data.Dataset or an iterable of batches (labels ignored). Default: training
             images of `dataset`. Not used by the other quantizations.
@@ -69,6 +69,8 @@ def export(model, path, quantization="float32", representative_data=None, *,
         strip_names: blank internal tensor names (smaller file).
         data_dir: TFDS data directory for the default calibration images.
         extra_spec: more entries for the spec (e.g. how the weights were fine-tuned).
+        io_dtype: int8 only: the input and output type, "int8" (default) or "uint8" (raw
+            8-bit pixels in, as Android's Task Library and TensorBuffer take them).
 
     Returns:
         the input spec written to `<stem>.json` (also embedded in the .tflite as metadata
@@ -81,6 +83,12 @@ def export(model, path, quantization="float32", representative_data=None, *,
                          f"{list(convert.QUANTIZATIONS)}")
     if ranges not in convert.RANGES:
         raise ValueError(f"ranges={ranges!r}; expected one of {list(convert.RANGES)}")
+    if io_dtype is not None and quantization != "int8":
+        raise ValueError(f"io_dtype={io_dtype!r} needs quantization='int8' (the other "
+                         f"quantizations take and return float32).")
+    io_dtype = "int8" if io_dtype is None else io_dtype
+    if io_dtype not in convert.IO_DTYPES:
+        raise ValueError(f"io_dtype={io_dtype!r}; expected one of {list(convert.IO_DTYPES)}")
     path = Path(os.fspath(path))
     options.check_writable(path)
     import keras
@@ -112,7 +120,8 @@ def export(model, path, quantization="float32", representative_data=None, *,
         model, share_weights=share_weights, form=form,
         equalize=equalization.equalization_factors if equalize else None,
         silence_dead=quantization in ("int8", "dynamic"))
-    content = convert.convert(export_graph, quantization, images, ranges=ranges)
+    content = convert.convert(export_graph, quantization, images, ranges=ranges,
+                              io_dtype=io_dtype)
     tflite = flatbuffer.read(content)
     flatbuffer.deduplicate_constants(tflite)
     flatbuffer.separate_shared_kernel_biases(tflite)
@@ -255,9 +264,11 @@ def _spec(model, path, quantization, share_weights, dataset, labels, input_range
         "height": height, "width": width, "channels": channels,
     })
     if "scale" in inp:
-        inp["quantize"] = "q = clamp(round(pixel / scale) + zero_point, -128, 127)"
+        smallest, largest = np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max
+        inp["quantize"] = f"q = clamp(round(pixel / scale) + zero_point, {smallest}, {largest})"
         if (low, high) == (0.0, 255.0) and abs(inp["scale"] - 1.0) < 1e-6:
-            inp["quantize"] += f" = pixel {inp['zero_point']:+d} for 8-bit pixels"
+            inp["quantize"] += (" = pixel for 8-bit pixels" if inp["zero_point"] == 0 else
+                                f" = pixel {inp['zero_point']:+d} for 8-bit pixels")
     out["meaning"] = _output_meaning(model)
     if "scale" in out:
         out["dequantize"] = "value = (q - zero_point) * scale"

@@ -1,4 +1,5 @@
-"""Model builders, the registry of pretrained weights, and `create(name)`.
+"""Model builders, the registry of pretrained weights, `create(name)`, and keras.applications'
+`preprocess_input` and `decode_predictions`.
 
 The builders (`LruNet`, `ConvMixer`, `SEResNet`, `REAFResNet`, ...) are attributes of this
 package, imported on first use from the family modules of `registry.FAMILIES`: importing
@@ -7,11 +8,13 @@ package, imported on first use from the family modules of `registry.FAMILIES`: i
 
 import importlib.util
 
+from lru_keras.zoo.applications import decode_predictions, preprocess_input
 from lru_keras.zoo.factory import create
 from lru_keras.zoo.registry import get_builder, list_builders
 from lru_keras.zoo.weights import get_weights, list_weights
 
-_FUNCTIONS = ["create", "get_builder", "get_weights", "list_builders", "list_weights"]
+_FUNCTIONS = ["create", "decode_predictions", "get_builder", "get_weights", "list_builders",
+              "list_weights", "preprocess_input"]
 
 
 def __getattr__(name):
