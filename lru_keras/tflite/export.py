@@ -47,7 +47,8 @@ def export(model, path, quantization="float32", representative_data=None, *,
         path: the .tflite file to write; `<stem>.labels.txt` and `<stem>.json` go beside it.
         quantization: "float32"; "float16" (float16 weights); "dynamic" (int8 weights, float
             activations; tensors under 1024 elements stay float); "int8" (full integer, int8
-            (or `io_dtype`) input and output, builtin int8 ops only, calibrated on `representative_data`).
+            (or `io_dtype`) input and output, builtin int8 ops only, calibrated on
+            `representative_data`).
         representative_data: int8 calibration images in [0, 255]: an array (n, H, W, C), a
             tf.data.Dataset or an iterable of batches (labels ignored). Default: training
             images of `dataset`. Not used by the other quantizations.
