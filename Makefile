@@ -6,7 +6,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
-export TFDS_DATA_DIR ?= $(CURDIR)/.tfds
+# Test processes (pytest-xdist): one per core of the 2-core machines the suite is sized for.
+TEST_WORKERS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test check bench data clean
@@ -22,9 +23,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
 demo: $(VENV)/.installed
 	TF_ENABLE_ONEDNN_OPTS=$${TF_ENABLE_ONEDNN_OPTS:-1} $(PY) -m lru_keras.demo
 
-# Import ../shared/data into TFDS's prepared format (offline), once. The tests need it:
-# without ../shared/data this fails, unless LRU_KERAS_ALLOW_NO_SHARED=1 (then the tests that
-# need it skip, each saying why).
+# Import ../shared/data into TFDS's prepared format (offline), into the data directory that
+# every entry point reads by default (README, "Datasets, offline"); skipped when it was prepared
+# from the same files. The tests need it: without ../shared/data this fails, unless
+# LRU_KERAS_ALLOW_NO_SHARED=1 (then the tests that need it skip, each saying why).
 data: $(VENV)/.installed
 	@if [ -d $(SHARED)/data ]; then $(VENV)/bin/lru-keras data import --from-shared $(SHARED)/data; \
 	elif [ "$${LRU_KERAS_ALLOW_NO_SHARED:-0}" = 1 ]; then echo "no $(SHARED)/data: not importing"; \
@@ -32,7 +34,7 @@ data: $(VENV)/.installed
 	     "(or LRU_KERAS_ALLOW_NO_SHARED=1)" >&2; exit 2; fi
 
 test: $(VENV)/.installed data
-	$(PY) -m pytest -m "not slow" -ra --durations=20 tests
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" -ra --durations=20 tests
 
 # The JAX and torch backends, for the full tier's layer tests under every backend.
 $(VENV)/.backends: $(VENV)/.installed
@@ -40,10 +42,10 @@ $(VENV)/.backends: $(VENV)/.installed
 	touch $@
 
 check: $(VENV)/.installed $(VENV)/.backends data
-	$(PY) -m pytest -ra --durations=40 tests
+	$(PY) -m pytest -n $(TEST_WORKERS) -ra --durations=40 tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/keras_throughput.py
 
 clean:
-	rm -rf $(VENV) .tfds build *.egg-info
+	rm -rf $(VENV) build *.egg-info

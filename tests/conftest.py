@@ -165,9 +165,9 @@ def cifar10_images(test_set):
 
 @pytest.fixture(scope="session")
 def prepared_datasets():
-    """The datasets of ../shared/data prepared in TFDS's data dir ($TFDS_DATA_DIR), as `make
-    data` leaves them: tests that read a dataset by name (QAT, default int8 calibration) need
-    them."""
+    """The datasets of ../shared/data prepared in the default data dir
+    (`lru_keras.data.default_data_dir()`, where `make data` imports them): tests that read a
+    dataset by name (QAT, default int8 calibration, the README's examples) need them."""
     from lru_keras import data
 
     missing = [name for name in TEST_SETS

@@ -5,7 +5,12 @@ images of ../shared/data (conftest's `test_set`) imported into a temporary TFDS 
 """
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -153,6 +158,44 @@ def test_bad_arguments_exit_2_naming_the_argument(capsys, argv, named, allowed):
     status, _, err = run(capsys, *argv)
     assert status == 2
     assert named in err and allowed in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["evaluate", "--weights", FAST], "lru-keras evaluate"),
+    (["data", "import"], "lru-keras data import"),
+    (["nosuch"], "lru-keras"),
+])
+def test_usage_errors_are_one_line_pointing_to_help(capsys, argv, command):
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == "" and "usage:" not in err
+    assert err.startswith("lru-keras: error: ") and err.count("\n") == 1
+    assert err.rstrip().endswith(f"(see `{command} --help`)")
+
+
+# What `lru-keras tune` runs its search in: a blocking read stands for a long TensorFlow call
+# (during which Python would not raise KeyboardInterrupt).
+INTERRUPTIBLE = """
+import os
+from lru_keras.cli.interrupt import exit_on_interrupt
+
+read_end, _ = os.pipe()
+with exit_on_interrupt("the same command resumes"):
+    print("ready", flush=True)
+    os.read(read_end, 1)
+"""
+
+
+def test_ctrl_c_ends_a_long_command_at_once_with_one_line_and_status_130():
+    child = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert child.stdout.readline() == "ready\n"
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130 and time.monotonic() - sent < 5
+    assert err.splitlines()[-1] == "lru-keras: error: interrupted; the same command resumes"
+    assert "Traceback" not in err
 
 
 def test_data_commands_are_wired(capsys, tmp_path):

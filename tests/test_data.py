@@ -57,12 +57,25 @@ def test_import_of_one_split_keeps_the_other_prepared_splits(data_dir):
     assert data.prepared_counts("cifar10", data_dir) == {"train": 100, "test": 200}
 
 
-def test_importing_twice_skips(data_dir, cifar10_test, capsys):
+def test_importing_the_same_arrays_twice_skips(data_dir, cifar10_test, capsys):
     info_file = data.prepared_dir("cifar10", data_dir) / "dataset_info.json"
     before = info_file.stat().st_mtime_ns
-    data.import_arrays("cifar10", "test", cifar10_test["x"], cifar10_test["y"], data_dir)
+    data.import_arrays("cifar10", "test", cifar10_test["x"], cifar10_test["y"], data_dir,
+                       ids=cifar10_test["filenames"])
     assert "skipped" in capsys.readouterr().out
     assert info_file.stat().st_mtime_ns == before
+
+
+def test_reimport_of_other_arrays_of_the_same_size_rewrites_the_split(tmp_path, cifar10_test,
+                                                                      capsys):
+    x, y = cifar10_test["x"][:20], cifar10_test["y"][:20]
+    data.import_arrays("cifar10", "test", x, y, tmp_path)
+    data.import_arrays("cifar10", "test", x[::-1], y[::-1], tmp_path)
+    out = capsys.readouterr().out
+    assert "skipped" not in out and "Downloading and preparing" not in out
+    images, labels = _as_arrays(data.load("cifar10", data_dir=tmp_path))
+    np.testing.assert_array_equal(images, x[::-1].astype(np.float32))
+    np.testing.assert_array_equal(labels, y[::-1])
 
 
 def test_import_shared_writes_all_splits_says_cifar100_train_is_subset_and_skips_next_time(
@@ -82,6 +95,13 @@ def test_import_shared_writes_all_splits_says_cifar100_train_is_subset_and_skips
     np.testing.assert_array_equal(examples["label"], expected["y"][::100])
     data.import_shared(shared, ["cifar100"], target)
     assert "skipped" in capsys.readouterr().out
+    test_file = shared / "cifar100_test.npz"
+    np.savez(test_file, **{k: v[1::100] for k, v in shared_arrays(test_file.name).items()})
+    data.import_shared(shared, ["cifar100"], target)  # same counts, other images: rewritten
+    assert "skipped" not in capsys.readouterr().out
+    examples = tfds.as_numpy(tfds.load("cifar100", split="test", data_dir=str(target),
+                                       download=False, batch_size=-1))
+    np.testing.assert_array_equal(examples["label"], expected["y"][1::100])
 
 
 def test_fashion_mnist_round_trip_keeps_28x28x1(tmp_path, shared_arrays):
@@ -108,9 +128,21 @@ def test_missing_data_raises_one_error_naming_dir_and_import_command(tmp_path):
         data.load("cifar100", "test", data_dir=empty)
     message = str(raised.value)
     assert isinstance(raised.value, FileNotFoundError)
-    assert "lru-keras data import --from-shared" in message
+    assert f"lru-keras data import --from-shared ../shared/data --data-dir {empty}" in message
     assert "'cifar100'" in message and str(empty) in message
     assert not empty.exists()
+
+
+def test_default_data_dir_is_tfds_and_not_prepared_names_it_and_the_command(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    assert data.resolve_data_dir(None) == tmp_path
+    with pytest.raises(data.DatasetNotAvailableError) as raised:
+        data.load("cifar10", "test")
+    message = str(raised.value)
+    assert f"not prepared in data_dir '{tmp_path}'" in message
+    assert "`lru-keras data import --from-shared ../shared/data` (in a checkout: `make data`)" \
+        in message
 
 
 @pytest.mark.parametrize("kwargs, argument", [

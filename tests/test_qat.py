@@ -82,14 +82,20 @@ def test_qat_child_copies_the_model_exactly_and_leaves_this_process_alone(
     assert json.loads(Path(str(path)[:-len(".tflite")] + ".json").read_text())["qat"]
 
 
-def test_qat_fine_tunes_on_a_dataset_and_keeps_kernels_shared(tmp_path, prepared_datasets):
+def test_qat_fine_tunes_on_a_dataset_and_keeps_kernels_shared(tmp_path, prepared_datasets,
+                                                              capfd):
     """A short real fine-tune of 2-LruNet-1x (random init, so the gradient steps matter):
-    the trained weights come back changed, the file keeps each shared kernel once."""
+    the trained weights come back changed, the file keeps each shared kernel once; by
+    default each phase is said as it starts (child and parent)."""
     model = LruNet(reuse=2, width=0.5, classes=10)
     path = tmp_path / "lrunet2.qat.int8.tflite"
     spec, finetuned = tflite.quantize_aware(model, "cifar10", path, epochs=1,
                                             train_images=128, batch_size=32,
                                             learning_rate=1e-3)
+    said = [line.split()[1].rstrip(":") for line in capfd.readouterr().out.splitlines()
+            if line.startswith("qat: ")]
+    phases = [word for i, word in enumerate(said) if i == 0 or word != said[i - 1]]
+    assert phases == ["building", "simulating", "calibrating", "fine-tuning", "writing"], said
     history = spec["qat"]["history"]
     assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
     assert spec["qat"]["train"] == "128 images of cifar10/train"

@@ -505,7 +505,10 @@ def test_mixed_float16_training_with_loss_scaling_matches_float32(cifar10_images
     assert type(model.optimizer).__name__ == "LossScaleOptimizer"
     assert isinstance(model.optimizer.inner_optimizer, CoupledSGD)
     assert int(model.optimizer.iterations.numpy()) == 3  # no step skipped for overflow
-    np.testing.assert_allclose(losses16, losses32, rtol=0.01)
+    # Largest relative loss difference measured: under 1% on a 2-core AMD EPYC with AVX-512,
+    # and 1.17% (third step) on an Intel Xeon with AVX512_FP16 and oneDNN on (=0: under 1%),
+    # where oneDNN computes float16 natively; 3% keeps a margin over both.
+    np.testing.assert_allclose(losses16, losses32, rtol=0.03)
     assert _cosine(updates32, updates16) > 0.95
     assert _relative_difference(updates32[-2:], updates16[-2:]) < 0.05  # classifier
 

@@ -265,6 +265,9 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(fashion_dir,
             assert process.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "trial 0 did not finish in time"
             time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: one line, at once
+        assert process.wait(timeout=10) == 130
+        assert log.read_text().splitlines()[-1].startswith("lru-keras: error: interrupted; ")
     finally:
         _kill(process)
     first = project / "trial_0" / "trial.json"

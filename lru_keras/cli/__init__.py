@@ -7,14 +7,12 @@ arguments or a library error (printed as one line, no traceback); `tune` returns
 search fails.
 """
 
-import argparse
-
 from lru_keras.cli.compare import add_compare_command
 from lru_keras.cli.data import add_data_commands
 from lru_keras.cli.evaluate import add_evaluate_command
 from lru_keras.cli.export import add_export_command
 from lru_keras.cli.info import add_info_command
-from lru_keras.cli.options import print_error
+from lru_keras.cli.options import Parser, print_error
 from lru_keras.cli.qat import add_qat_command
 from lru_keras.cli.train import add_train_commands
 from lru_keras.cli.tune import add_tune_command
@@ -35,8 +33,8 @@ def main(argv=None):
 
 
 def build_parser():
-    """The argparse parser with every command."""
-    parser = argparse.ArgumentParser(
+    """The argparse parser with every command (usage errors: one line, see `Parser`)."""
+    parser = Parser(
         prog="lru-keras", description="Keras 3 model zoo of layer-reuse CNNs (LruNet).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (add_zoo_command, add_info_command, add_evaluate_command,

@@ -33,7 +33,7 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
                                "y_coarse (cifar100) and filenames")
     add_data_dir_argument(importer)
     importer.add_argument("--overwrite", action="store_true",
-                          help="rewrite even if the split sizes already match")
+                          help="rewrite even if prepared from the same files already")
     handled_by(importer, run_import)
 
     lister = commands.add_parser("list", help="show the prepared datasets and split sizes")

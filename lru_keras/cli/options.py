@@ -30,6 +30,16 @@ def print_error(message) -> None:
     print(f"lru-keras: error: {message}", file=sys.stderr)
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are the one-line error with a pointer to --help,
+    not argparse's usage block first. argparse makes the parsers of subcommands of the class of
+    their parent, so the top-level parser of this class gives every command this behaviour."""
+
+    def error(self, message):
+        print_error(f"{message} (see `{self.prog} --help`)")
+        self.exit(2)
+
+
 def _argument_type(convert, check, wanted):
     """An argparse type: `check(convert(text))`, or a usage error "expected `wanted`"."""
     def parse(text):

@@ -64,7 +64,7 @@ def run_qat(args: argparse.Namespace) -> int:
     spec, finetuned = tflite.quantize_aware(
         model, dataset, args.output, epochs=args.epochs, train_images=args.train_images,
         batch_size=args.batch_size, learning_rate=args.learning_rate, data_dir=args.data_dir,
-        verbose=0 if args.json else 2)
+        verbose=0 if args.json else 1)
     if args.save_weights:
         finetuned.save_weights(args.save_weights)
     result = None

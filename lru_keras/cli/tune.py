@@ -2,7 +2,8 @@
 `lru_keras.tune`).
 
 The handler returns 0 when the search wrote its results, 1 when a trial failed or no trial
-was within the budget (2, bad arguments, comes from the parser).
+was within the budget (2, bad arguments, comes from the parser). Ctrl-C ends the search at once
+with one line and status 130; the same command resumes it.
 
     lru-keras tune --dataset cifar10 --tuner bayesian --max-trials 20 --max-params 200000
     lru-keras tune --dataset fashion_mnist --reuse 1-8 --width 0.5,1 --max-mflops 10
@@ -16,6 +17,7 @@ import json
 import sys
 
 from lru_keras import data
+from lru_keras.cli.interrupt import exit_on_interrupt
 from lru_keras.cli.options import (
     add_augment_argument, add_data_dir_argument, add_recipe_arguments, add_train_images_argument,
     add_verbosity_arguments, handled_by, non_negative_int, positive_float, positive_int,
@@ -136,8 +138,11 @@ def run_tune(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     # With --json, stdout holds only the JSON: KerasTuner's and Keras's progress go to stderr.
     progress = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    # KerasTuner's state files are written atomically (lru_keras.tune.run), so an interrupted
+    # search resumes: the interrupted trial runs again.
     try:
-        with progress:
+        with progress, exit_on_interrupt("the same command resumes the search (finished "
+                                         "trials are kept)"):
             result = search(config, overwrite=args.overwrite)
     except SearchFailedError as error:
         print(error.details, file=sys.stderr)

@@ -5,11 +5,20 @@ TFDS builder's features and version, so that `tfds.load(name, data_dir=D, downlo
 later reads them through the real builder without any network access. TFDS keeps one
 `dataset_info.json` per dataset directory, so every write stores all splits of a dataset at
 once (splits already prepared and not being replaced are read back and written again).
+
+Beside TFDS's files, each prepared dataset keeps `SOURCES_FILE`: the sha256 of what each split
+was imported from (the .npz file, or the arrays given), so that a re-import is skipped only
+when its source is the same, not merely the same size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import hashlib
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -20,6 +29,7 @@ import tensorflow_datasets as tfds
 from lru_keras.data.catalog import CIFAR100_FINE_TO_COARSE, DATASETS, DatasetSpec, info
 
 IMPORT_COMMAND = "lru-keras data import --from-shared ../shared/data"
+SOURCES_FILE = "lru_keras_sources.json"
 
 
 class DatasetNotAvailableError(FileNotFoundError):
@@ -72,14 +82,18 @@ def list_prepared(data_dir: str | os.PathLike | None = None) -> dict[str, dict[s
 
 
 def not_available_error(name: str, data_dir: Path) -> DatasetNotAvailableError:
-    """The error for a dataset missing from `data_dir`, saying how to get it offline or online."""
+    """The error for a dataset missing from `data_dir`: the directory searched and the command
+    that prepares it there (offline), or how to get it with network access."""
     spec = info(name)
+    if data_dir == default_data_dir().absolute():
+        command = f"`{IMPORT_COMMAND}` (in a checkout: `make data`)"
+    else:
+        command = f"`{IMPORT_COMMAND} --data-dir {data_dir}`"
     return DatasetNotAvailableError(
         f"Dataset {name!r} is not prepared in data_dir {str(data_dir)!r} (looked for "
-        f"{data_dir / spec.tfds_name / spec.tfds_version}/dataset_info.json; this package never "
-        f"downloads). To get it offline, import the shared arrays: "
-        f"`{IMPORT_COMMAND} --datasets {name} --data-dir {data_dir}` (or call "
-        f"lru_keras.data.import_shared / lru_keras.data.import_arrays). With network access, "
+        f"{prepared_dir(name, data_dir)}/dataset_info.json; this package never downloads). "
+        f"To prepare it offline from the shared arrays, run {command}, or call "
+        f"lru_keras.data.import_shared / lru_keras.data.import_arrays. With network access, "
         f"run tfds.load({spec.tfds_name!r}, data_dir={str(data_dir)!r}) once instead.")
 
 
@@ -149,19 +163,25 @@ def import_arrays(name: str, split: str, x, y, data_dir: str | os.PathLike | Non
     """Store one split of `name` (x uint8 NHWC, y int labels) as a prepared TFDS dataset.
 
     Other splits already prepared are kept. Skips (and prints so) when the split is already
-    prepared with the same number of examples, unless `overwrite`. Returns the dataset dir.
+    prepared from the same arrays (sha256 of images, labels and ids), unless `overwrite`.
+    Returns the dataset dir.
     """
     check_split_name(split)
     arrays = check_arrays(name, split, x, y, y_coarse, ids, source="import_arrays arguments")
-    return _import_split(name, split, arrays, resolve_data_dir(data_dir), overwrite)
+    return _import_unless_done(name, {split: _arrays_digest(arrays)}, lambda: {split: arrays},
+                               resolve_data_dir(data_dir), overwrite)
 
 
 def import_npz(name: str, split: str, path: str | os.PathLike,
                data_dir: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:
-    """Like `import_arrays`, reading x, y (and optional y_coarse, filenames) from an .npz file."""
+    """Like `import_arrays`, reading x, y (and optional y_coarse, filenames) from an .npz file.
+
+    The skip compares the sha256 of the file, before its arrays are read.
+    """
     check_split_name(split)
-    arrays = read_npz(name, split, path)
-    return _import_split(name, split, arrays, resolve_data_dir(data_dir), overwrite)
+    return _import_unless_done(name, {split: _file_digest(path)},
+                               lambda: {split: read_npz(name, split, path)},
+                               resolve_data_dir(data_dir), overwrite)
 
 
 def import_shared(shared_data_dir: str | os.PathLike, names=None,
@@ -169,8 +189,8 @@ def import_shared(shared_data_dir: str | os.PathLike, names=None,
                   overwrite: bool = False) -> dict[str, Path]:
     """Import the shared .npz files (see the dataset table) of `names` (default: all datasets).
 
-    Each dataset's splits are written together. A dataset whose prepared splits already have
-    the shared files' example counts is skipped before its images are even read.
+    Each dataset's splits are written together. A dataset whose prepared splits were imported
+    from these very files (same sha256) is skipped before its images are even read.
     """
     shared = Path(shared_data_dir).expanduser()
     if isinstance(names, str):
@@ -184,15 +204,17 @@ def import_shared(shared_data_dir: str | os.PathLike, names=None,
         missing = [str(p) for p in paths.values() if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{name}: shared data file(s) not found: {missing}")
-        counts = {split: _npz_count(path) for split, path in paths.items()}
-        if not overwrite and _up_to_date(spec, counts, target):
-            done[name] = prepared_dir(name, target)
-            continue
-        for split, note in spec.shared_notes.items():
-            print(f"{name}: the {split!r} split imported from {paths[split].name} is {note}")
-        splits = {split: read_npz(name, split, path) for split, path in paths.items()}
-        done[name] = _import(name, splits, target)
+        sources = {split: _file_digest(path) for split, path in paths.items()}
+        read = functools.partial(_read_shared, name, paths)
+        done[name] = _import_unless_done(name, sources, read, target, overwrite)
     return done
+
+
+def _read_shared(name: str, paths: dict[str, Path]) -> dict[str, SplitArrays]:
+    """Read every split of `name` from its shared file, saying which splits are partial."""
+    for split, note in info(name).shared_notes.items():
+        print(f"{name}: the {split!r} split imported from {paths[split].name} is {note}")
+    return {split: read_npz(name, split, path) for split, path in paths.items()}
 
 
 def read_npz(name: str, split: str, path: str | os.PathLike) -> SplitArrays:
@@ -207,37 +229,48 @@ def read_npz(name: str, split: str, path: str | os.PathLike) -> SplitArrays:
                             optional["filenames"], source=str(path))
 
 
-def _npz_count(path: Path) -> int:
-    """Number of examples in an .npz, read from its small label array only."""
-    with np.load(path) as arrays:
-        if "y" not in arrays.files:
-            raise ValueError(f"{path}: missing array 'y'; it has {sorted(arrays.files)}")
-        return len(arrays["y"])
+def _file_digest(path: str | os.PathLike) -> str:
+    """The sha256 of a source file's bytes (a fraction of a second for the shared files,
+    where decompressing their arrays takes seconds)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return f"file sha256:{digest.hexdigest()}"
 
 
-def _up_to_date(spec: DatasetSpec, counts: dict[str, int], data_dir: Path) -> bool:
-    """True (after printing that the import is skipped) if every split has these counts."""
-    prepared = prepared_counts(spec.name, data_dir) or {}
-    if any(prepared.get(split) != n for split, n in counts.items()):
-        return False
-    print(f"{spec.name}: already prepared in {prepared_dir(spec.name, data_dir)} with the same "
-          f"example counts {counts}; skipped")
-    return True
+def _arrays_digest(arrays: SplitArrays) -> str:
+    """The sha256 of one split's checked arrays: images, labels, superclasses and ids."""
+    digest = hashlib.sha256(repr((arrays.x.shape, arrays.y.shape)).encode())
+    for part in (arrays.x, arrays.y, arrays.y_coarse):
+        if part is not None:
+            digest.update(np.ascontiguousarray(part).tobytes())
+    digest.update("\n".join(arrays.ids).encode())
+    return f"arrays sha256:{digest.hexdigest()}"
 
 
-def _import_split(name: str, split: str, arrays: SplitArrays, data_dir: Path,
-                  overwrite: bool) -> Path:
-    """Write one split (keeping the others) unless it is prepared with the same size already."""
-    if not overwrite and _up_to_date(info(name), {split: len(arrays.y)}, data_dir):
+def _recorded_sources(name: str, data_dir: Path) -> dict[str, str]:
+    """{split: source digest} recorded when `name` was imported ({} if none was recorded)."""
+    path = prepared_dir(name, data_dir) / SOURCES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _import_unless_done(name: str, sources: dict[str, str], read, data_dir: Path,
+                        overwrite: bool) -> Path:
+    """Write the splits `read()` returns (keeping the others), unless every split is prepared
+    from the source with the digest in `sources` already (then print that it is skipped)."""
+    prepared = prepared_counts(name, data_dir) or {}
+    recorded = _recorded_sources(name, data_dir)
+    if not overwrite and all(split in prepared and recorded.get(split) == source
+                             for split, source in sources.items()):
+        print(f"{name}: {', '.join(sources)} already prepared in {prepared_dir(name, data_dir)} "
+              f"from the same source (sha256); skipped")
         return prepared_dir(name, data_dir)
-    return _import(name, {split: arrays}, data_dir)
-
-
-def _import(name: str, splits: dict[str, SplitArrays], data_dir: Path) -> Path:
-    """Write `splits` together with the other splits already prepared for `name`."""
-    kept = [split for split in prepared_counts(name, data_dir) or {} if split not in splits]
+    splits = read()
+    kept = [split for split in prepared if split not in splits]
     all_splits = {split: _read_prepared(name, split, data_dir) for split in kept} | splits
-    return _write(info(name), all_splits, data_dir)
+    all_sources = {split: recorded[split] for split in kept if split in recorded} | sources
+    return _write(info(name), all_splits, all_sources, data_dir)
 
 
 def _read_prepared(name: str, split: str, data_dir: Path) -> SplitArrays:
@@ -250,8 +283,10 @@ def _read_prepared(name: str, split: str, data_dir: Path) -> SplitArrays:
                         source=f"prepared split {split!r} of {name} in {data_dir}")
 
 
-def _write(spec: DatasetSpec, splits: dict[str, SplitArrays], data_dir: Path) -> Path:
-    """Store all `splits` in a temporary dir inside `data_dir`, then move the result into place.
+def _write(spec: DatasetSpec, splits: dict[str, SplitArrays], sources: dict[str, str],
+           data_dir: Path) -> Path:
+    """Store all `splits` (and the digests of their `sources`) in a temporary dir inside
+    `data_dir`, then move the result into place.
 
     An interrupted import therefore leaves at most a hidden temporary directory, never a
     half-written dataset that `tfds.load` would pick up.
@@ -269,17 +304,22 @@ def _write(spec: DatasetSpec, splits: dict[str, SplitArrays], data_dir: Path) ->
     with tempfile.TemporaryDirectory(prefix=f".{spec.name}-import-", dir=data_dir) as tmp:
         real_info = builder_cls(data_dir=tmp).info  # fresh features, not a prepared dataset's
         features = _features(spec, real_info.features)
-        tfds.dataset_builders.store_as_tfds_dataset(
-            name=spec.tfds_name, version=spec.tfds_version, features=features,
-            split_datasets={split: _examples(arrays, tuple(features.keys()))
-                            for split, arrays in splits.items()},
-            data_dir=tmp, homepage=real_info.homepage, citation=real_info.citation,
-            description=f"{spec.name} imported offline from arrays by lru_keras.data.",
-            disable_shuffling=True)  # keep the rows in the order they were given
+        # TFDS prints "Downloading and preparing dataset ..." and "... downloaded and prepared
+        # to <the temporary dir>" on stdout: wrong here (nothing is downloaded), so not shown.
+        with contextlib.redirect_stdout(io.StringIO()):
+            tfds.dataset_builders.store_as_tfds_dataset(
+                name=spec.tfds_name, version=spec.tfds_version, features=features,
+                split_datasets={split: _examples(arrays, tuple(features.keys()))
+                                for split, arrays in splits.items()},
+                data_dir=tmp, homepage=real_info.homepage, citation=real_info.citation,
+                description=f"{spec.name} imported offline from arrays by lru_keras.data.",
+                disable_shuffling=True)  # keep the rows in the order they were given
+        written = Path(tmp) / spec.tfds_name / spec.tfds_version
+        (written / SOURCES_FILE).write_text(json.dumps(sources, indent=1, sort_keys=True) + "\n")
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             os.replace(final, Path(tmp) / "replaced")  # deleted with the temporary dir
-        os.replace(Path(tmp) / spec.tfds_name / spec.tfds_version, final)
+        os.replace(written, final)
     return final
 
 

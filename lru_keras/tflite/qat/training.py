@@ -14,6 +14,7 @@ import numpy as np
 from lru_keras import data
 from lru_keras.layers.export_form import ExportConstants
 from lru_keras.layers.reuse import LRUBlock, norm_constants, set_affine
+from lru_keras.progress import Ticker
 from lru_keras.tflite import calibration_data, equalization, graph, options
 from lru_keras.tflite.errors import QATError, UnsupportedModelError
 from lru_keras.tflite.export import export
@@ -29,7 +30,7 @@ TRANSFER_TOLERANCE = 1e-4  # max |difference| of the float softmax outputs
 def quantize_aware(model, train_data, path, *, epochs=DEFAULTS["epochs"],
                    train_images=DEFAULTS["train_images"], batch_size=DEFAULTS["batch_size"],
                    learning_rate=DEFAULTS["learning_rate"], seed=DEFAULTS["seed"],
-                   dataset=None, labels=None, data_dir=None, verbose=0, timeout=None):
+                   dataset=None, labels=None, data_dir=None, verbose=1, timeout=None):
     """Fine-tunes an LruNet with simulated int8 quantization; writes a full-integer .tflite.
 
     Args:
@@ -44,8 +45,9 @@ def quantize_aware(model, train_data, path, *, epochs=DEFAULTS["epochs"],
         dataset: the dataset of the labels (default: `train_data` if a name, else the one
             dataset the model's input shape and classes fit).
         labels: class names (default: the dataset's).
-        verbose: Keras progress output of the child on stderr (0 silent, 1 bar, 2 a line per
-            epoch).
+        verbose: 1 (default): a line on stdout, as Keras's progress, at least every ~10 s
+            saying what runs (building, calibrating, the epoch, step and loss of the
+            fine-tune, the int8 export); 2: also Keras's line per epoch; 0: silent.
         timeout: seconds before the child is stopped (None: no limit).
 
     Returns (spec, finetuned): the spec written beside the .tflite (as `export`'s, plus "qat":
@@ -93,8 +95,10 @@ def quantize_aware(model, train_data, path, *, epochs=DEFAULTS["epochs"],
            "seed": seed, "train": job["train"]["description"], "history": history,
            "seconds": round(seconds, 1), "transfer_error": transfer_error,
            "tool": "tensorflow-model-optimization 0.8.1 (tf_keras, child process)"}
-    spec = export(finetuned, path, "int8", representative, dataset=dataset, labels=labels,
-                  data_dir=data_dir, extra_spec={"qat": qat})
+    with Ticker("qat", f"writing {path.name}: int8 calibration, conversion and checks",
+                stream=sys.stdout, enabled=verbose > 0):
+        spec = export(finetuned, path, "int8", representative, dataset=dataset, labels=labels,
+                      data_dir=data_dir, extra_spec={"qat": qat})
     return spec, finetuned
 
 
@@ -220,8 +224,8 @@ def _check_images(image_shape):
 def _run_worker(folder, timeout, verbose):
     """Runs qat_worker.py on the job folder; QATError with the end of its output if it fails.
 
-    The child gets this environment plus TF_USE_LEGACY_KERAS=1; its Keras progress (verbose)
-    goes to this process's stderr.
+    The child gets this environment plus TF_USE_LEGACY_KERAS=1; with `verbose` its progress
+    goes to this process's stdout (its stderr is kept for the error report).
     """
     environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
     try:

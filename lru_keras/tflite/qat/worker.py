@@ -49,6 +49,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer
 
 from lru_keras.layers.channel_order import shuffle_channels, tile_groups  # noqa: E402
 from lru_keras.layers.reuse import reuse_chain  # noqa: E402
+from lru_keras.progress import Ticker  # noqa: E402
 from lru_keras.tflite.ranges import HISTOGRAM_BINS, best_shrink  # noqa: E402
 
 quantize = tfmot.quantization.keras
@@ -469,6 +470,24 @@ class Distillation(tf_keras.Model):
         return {"loss": self.loss_mean.result(), "accuracy": self.accuracy_mean.result()}
 
 
+class TrainingProgress(tf_keras.callbacks.Callback):
+    """Puts the epoch, step and loss into the ticker's status (printed every ~10 s)."""
+
+    def __init__(self, ticker):
+        super().__init__()
+        self.ticker = ticker
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = self.params.get("steps")
+        self.ticker.say(f"fine-tuning: epoch {self.epoch + 1}/{self.params['epochs']}, step "
+                        f"{batch + 1}{f'/{steps}' if steps else ''}, loss "
+                        f"{(logs or {}).get('loss', float('nan')):.4g}", now=False)
+
+
 def _scores_model(model):
     """The sub-model of `model` (annotated or quantized) that ends at the pooled class scores
     (the layer named "avg_pool", whichever wrapper holds it)."""
@@ -514,15 +533,23 @@ def calibration_images(job, count):
 
 
 def run(job_dir):
+    """Runs the job of `job_dir`. With the job's `verbose`, says on stdout (the parent keeps
+    stderr for errors) what it does, at least every ~10 s; verbose 2 adds Keras's line per
+    epoch."""
     job_dir = Path(job_dir)
     job = json.loads((job_dir / "job.json").read_text())
+    ticker = Ticker("qat", "building the tf_keras copy of the model", stream=sys.stdout,
+                    enabled=job["verbose"] > 0).start()
     tf_keras.utils.set_random_seed(job["seed"])
     builder = Builder(dict(np.load(job_dir / "constants.npz")))
     annotated = builder.build(job)  # annotations only mark layers: this computes in float
     check = np.load(job_dir / "check.npz")["x"].astype(np.float32)
     np.save(job_dir / "float_outputs.npy", annotated.predict(check, verbose=0))
+    ticker.say("simulating int8 (tfmot quantize_apply)")
     with quantize.quantize_scope(CUSTOM_OBJECTS):
         model = quantize.quantize_apply(annotated)
+    ticker.say(f"calibrating the activation ranges on {job['calibration_images']} training "
+               f"images")
     calibrate(annotated, model, calibration_images(job, job["calibration_images"]))
     # Adam: with each BatchNorm frozen into a per-channel multiply, the gradient of a kernel
     # channel is scaled by that channel's BatchNorm scale (up to ~300x gamma), and SGD at
@@ -531,9 +558,14 @@ def run(job_dir):
     distillation.compile(optimizer=tf_keras.optimizers.Adam(job["learning_rate"]))
     history = {}
     if job["epochs"]:
+        epochs = f"{job['epochs']} epoch{'s' if job['epochs'] > 1 else ''}"
+        ticker.say(f"fine-tuning {epochs} on {job['train']['description']} (the first step "
+                   f"compiles)")
         fit = distillation.fit(training_data(job), epochs=job["epochs"],
-                               verbose=job["verbose"])
+                               verbose=2 if job["verbose"] == 2 else 0,
+                               callbacks=[TrainingProgress(ticker)])
         history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    ticker.stop()
     np.savez(job_dir / "finetuned.npz", **builder.trained_constants(model))
     (job_dir / "history.json").write_text(json.dumps(history))
     return 0
