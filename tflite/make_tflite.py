@@ -45,8 +45,11 @@ def export_one(entry, quantization, folder, data_dir=None):
     from lru_keras import tflite, zoo
 
     model = zoo.create(entry.name)
+    # int8 files take and return uint8, as Android's Task Library and TensorBuffer need.
+    io_dtype = "uint8" if quantization == "int8" else None
     return tflite.export(model, Path(folder) / file_name(entry.name, quantization),
-                         quantization, dataset=entry.dataset, data_dir=data_dir)
+                         quantization, dataset=entry.dataset, data_dir=data_dir,
+                         io_dtype=io_dtype)
 
 
 def structure(path):
