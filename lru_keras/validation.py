@@ -38,6 +38,19 @@ def require_finite_positive(name, value):
     return float(value)
 
 
+def require_range(name, value):
+    """Returns `value` as a (low, high) pair of floats if it is one, finite, with high > low,
+    else a ValueError naming `name`."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be (low, high), got {value!r}.") from None
+    if not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise ValueError(f"`{name}` must be finite (low, high) with high > low, got "
+                         f"{value!r}.")
+    return low, high
+
+
 def require_choice(name, value, allowed):
     """Returns `value` if it is one of `allowed`, else raises a ValueError listing them."""
     if value not in allowed:

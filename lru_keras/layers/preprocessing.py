@@ -7,9 +7,9 @@ guess (a [0, 255] model calibrated as if it took [0, 1] reached 2% int8 agreemen
 model keeps it too), and `lru_keras.tflite.export` reads it.
 """
 
-import math
-
 import keras
+
+from lru_keras.validation import require_range
 
 
 @keras.saving.register_keras_serializable(package="lru_keras")
@@ -23,7 +23,7 @@ class PixelPreprocessing(keras.layers.Rescaling):
     """
 
     def __init__(self, input_range=(0, 255), mean=None, std=None, **kwargs):
-        low, high = _checked_range(input_range)
+        low, high = require_range("input_range", input_range)
         if (mean is None) != (std is None):
             raise ValueError("PixelPreprocessing: give both `mean` and `std`, or neither.")
         span = high - low
@@ -50,13 +50,3 @@ class PixelPreprocessing(keras.layers.Rescaling):
         # Rescaling's own from_config reads "scale" and "offset", derived here.
         return cls(**config)
 
-
-def _checked_range(input_range):
-    try:
-        low, high = (float(v) for v in input_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"`input_range` must be (low, high), got {input_range!r}.") from None
-    if not (math.isfinite(low) and math.isfinite(high) and high > low):
-        raise ValueError(f"`input_range` must be finite (low, high) with high > low, got "
-                         f"{input_range!r}.")
-    return low, high

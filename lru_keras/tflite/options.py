@@ -6,9 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from lru_keras import data
+from lru_keras.validation import require_range
 
 LABELS_SUFFIX = ".labels.txt"
 SPEC_SUFFIX = ".json"
@@ -87,7 +86,7 @@ def resolve_input_range(model, input_range):
     `input_range` (nothing is guessed: a wrong range ruins int8 calibration)."""
     declared = declared_input_range(model)
     if input_range is not None:
-        low, high = _checked_range(input_range)
+        low, high = require_range("input_range", input_range)
         if declared is not None and (low, high) != declared:
             raise ValueError(
                 f"input_range={input_range!r} contradicts model {model.name!r}, which takes "
@@ -112,16 +111,6 @@ def declared_input_range(model):
             return tuple(layer.input_range)
     return None
 
-
-def _checked_range(input_range):
-    try:
-        low, high = (float(v) for v in input_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"input_range={input_range!r} must be (low, high).") from None
-    if not (np.isfinite(low) and np.isfinite(high) and high > low):
-        raise ValueError(f"input_range={input_range!r} must be finite (low, high) with "
-                         f"high > low.")
-    return low, high
 
 
 def to_input_range(images, input_range):
