@@ -66,3 +66,28 @@ class Ticker:
     def _print(self, text: str) -> None:
         print(f"{self.prefix}: {text}", file=self.stream or sys.stderr, flush=True)
         self._last = time.monotonic()
+
+
+class FitProgress:
+    """Mixin for a Keras callback class (Keras 3's or tf_keras's): after every training step,
+    makes `<what>: epoch e/E, step s/S, loss L` the status of `ticker`, printed with its next
+    periodic line (so a log file gets a line every ~10 s, not one per step)."""
+
+    def __init__(self, ticker: Ticker, what: str):
+        super().__init__()
+        self.ticker, self.what = ticker, what
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = self.params.get("steps")
+        loss = (logs or {}).get("loss", float("nan"))
+        self.ticker.say(f"{self.what}: epoch {self.epoch + 1}/{self.params['epochs']}, step "
+                        f"{batch + 1}{f'/{steps}' if steps else ''}, loss {float(loss):.4g}",
+                        now=False)
+
+    def on_test_begin(self, logs=None):
+        self.ticker.say(f"{self.what}: epoch {self.epoch + 1}/{self.params['epochs']}, "
+                        f"validating", now=False)

@@ -1,11 +1,11 @@
-"""lru_keras.progress.Ticker: a line when a status is said, and again every `every` seconds
-with the time spent, until stopped."""
+"""lru_keras.progress: Ticker, a line when a status is said, and again every `every` seconds
+with the time spent, until stopped; FitProgress, the step of a `fit` as the status."""
 
 import io
 import re
 import time
 
-from lru_keras.progress import Ticker
+from lru_keras.progress import FitProgress, Ticker
 
 
 def _wait_for_lines(stream, count, timeout=10.0):
@@ -38,3 +38,18 @@ def test_a_disabled_ticker_prints_nothing():
         ticker.say("writing")
         time.sleep(0.05)
     assert stream.getvalue() == ""
+
+
+def test_fit_progress_puts_the_epoch_step_and_loss_into_the_next_periodic_line():
+    stream = io.StringIO()
+    with Ticker("train", "epoch 1/3", every=0.3, stream=stream) as ticker:
+        progress = FitProgress(ticker, "training")
+        progress.params = {"epochs": 3, "steps": 40}  # as Keras sets it
+        progress.on_epoch_begin(1)
+        progress.on_train_batch_end(4, {"loss": 1.23456})
+        assert stream.getvalue().splitlines() == ["train: epoch 1/3"]  # not printed at once
+        assert re.fullmatch(r"train: training: epoch 2/3, step 5/40, loss 1\.235 \(\d+ s\)",
+                            _wait_for_lines(stream, 2)[-1])
+        progress.on_test_begin()
+        assert re.fullmatch(r"train: training: epoch 2/3, validating \(\d+ s\)",
+                            _wait_for_lines(stream, 3)[-1])

@@ -480,6 +480,11 @@ def test_cli_export_then_evaluate_tflite(tmp_path, capsys):
     assert status == 0, captured.err
     assert "kernels shared" in captured.out and "int8 [1, 32, 32, 3]" in captured.out
     assert out.is_file() and tflite.sidecar_paths(out)[1].is_file()
+    # int8 takes a minute or more: progress on stderr, by default.
+    progress = captured.err.splitlines()
+    assert progress[0] == "export: writing lrunet1_int8.tflite (int8)", progress
+    assert "export: converting (int8, calibrating on 100 images)" in progress  # the npz's
+    assert progress[-1].startswith("export: running the file in LiteRT against Keras"), progress
     status = cli.main(["evaluate", str(out), "--sample", "--json"])
     captured = capsys.readouterr()
     assert status == 0, captured.err

@@ -3,8 +3,9 @@
 One module per command (zoo, info, evaluate, data, train, tune, export, qat, compare), each
 adding its parser and handler; the arguments several commands share are in `options`. Handlers
 call library functions and print. `main(argv)` returns the exit status: 0 on success, 2 for bad
-arguments or a library error (printed as one line, no traceback); `tune` returns 1 when its
-search fails.
+arguments or a library error (printed as one line, no traceback), 130 after Ctrl-C (one line
+too, saying what the command left and how to go on: `handled_by(..., interrupt_hint=...)`);
+`tune` returns 1 when its search fails.
 """
 
 from lru_keras.cli.compare import add_compare_command
@@ -12,19 +13,27 @@ from lru_keras.cli.data import add_data_commands
 from lru_keras.cli.evaluate import add_evaluate_command
 from lru_keras.cli.export import add_export_command
 from lru_keras.cli.info import add_info_command
+from lru_keras.cli.interrupt import exit_on_interrupt, report_interrupt
 from lru_keras.cli.options import Parser, print_error
 from lru_keras.cli.qat import add_qat_command
 from lru_keras.cli.train import add_train_commands
 from lru_keras.cli.tune import add_tune_command
 from lru_keras.cli.zoo import add_zoo_command
+from lru_keras.startup import start_tensorflow_quietly
 
 
 def main(argv=None):
     """Runs the command line on `argv` (default: sys.argv[1:]); returns the exit status."""
+    start_tensorflow_quietly()
     parser = build_parser()
+    hint = None
     try:
         args = parser.parse_args(argv)
-        return args.func(args)
+        hint = args.interrupt_hint
+        with exit_on_interrupt(hint):
+            return args.func(args)
+    except KeyboardInterrupt:
+        return report_interrupt(hint)
     except SystemExit as stop:  # argparse errors (status 2) and --help (status 0)
         return 0 if stop.code is None else stop.code
     except (ValueError, FileNotFoundError) as error:  # incl. DatasetNotAvailableError

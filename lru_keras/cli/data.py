@@ -34,7 +34,8 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     add_data_dir_argument(importer)
     importer.add_argument("--overwrite", action="store_true",
                           help="rewrite even if prepared from the same files already")
-    handled_by(importer, run_import)
+    handled_by(importer, run_import,
+               interrupt_hint="nothing half-imported was kept; run the command again")
 
     lister = commands.add_parser("list", help="show the prepared datasets and split sizes")
     add_data_dir_argument(lister)

@@ -52,7 +52,8 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
                           help="the pixel range the model takes, for a .keras model that does "
                                "not declare it (zoo models do: 0 255)")
     add_data_dir_argument(exporter)
-    return handled_by(exporter, run_export, json_help="print the input spec as JSON")
+    return handled_by(exporter, run_export, json_help="print the input spec as JSON",
+                      interrupt_hint="no file was written")
 
 
 def run_export(args: argparse.Namespace) -> int:

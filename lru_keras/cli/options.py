@@ -91,13 +91,14 @@ def _shape(text):
 input_shape = _argument_type(str, _shape, "HEIGHT,WIDTH,CHANNELS such as 32,32,3")
 
 
-def handled_by(parser, handler, json_help=None, **defaults):
+def handled_by(parser, handler, json_help=None, interrupt_hint=None, **defaults):
     """Makes `handler` the function `main` calls with the parsed arguments of `parser` (which
     it finds as `args.parser`, for usage errors), after adding --json (last, with
-    `json_help`) if given; returns `parser`."""
+    `json_help`) if given; returns `parser`. `interrupt_hint` ends the line printed after
+    Ctrl-C: what the interrupted command left and how to go on."""
     if json_help is not None:
         parser.add_argument("--json", action="store_true", help=json_help)
-    parser.set_defaults(func=handler, parser=parser, **defaults)
+    parser.set_defaults(func=handler, parser=parser, interrupt_hint=interrupt_hint, **defaults)
     return parser
 
 

@@ -47,7 +47,8 @@ def add_qat_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--evaluate", action="store_true",
                         help="then evaluate the .tflite on the dataset's test split (LiteRT)")
     add_data_dir_argument(parser)
-    return handled_by(parser, run_qat, json_help="print the spec as JSON")
+    return handled_by(parser, run_qat, json_help="print the spec as JSON",
+                      interrupt_hint="no file was written")
 
 
 def run_qat(args: argparse.Namespace) -> int:

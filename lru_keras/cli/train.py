@@ -98,7 +98,9 @@ def add_train_commands(subparsers) -> argparse.ArgumentParser:
     where.add_argument("--jit", default="auto", choices=distribute.JIT_CHOICES,
                        dest="jit_compile", help="XLA; auto: on with a GPU (default auto)")
     add_verbosity_arguments(where, silent_help="no per-epoch output")
-    return handled_by(parser, run_train, json_help="print the summary as JSON", verbose="auto")
+    return handled_by(parser, run_train, json_help="print the summary as JSON", verbose="auto",
+                      interrupt_hint="the same command resumes after the last finished "
+                                     "epoch")
 
 
 def _description() -> str:

@@ -17,7 +17,6 @@ import json
 import sys
 
 from lru_keras import data
-from lru_keras.cli.interrupt import exit_on_interrupt
 from lru_keras.cli.options import (
     add_augment_argument, add_data_dir_argument, add_recipe_arguments, add_train_images_argument,
     add_verbosity_arguments, handled_by, non_negative_int, positive_float, positive_int,
@@ -99,7 +98,9 @@ def add_tune_command(subparsers) -> argparse.ArgumentParser:
                        help="delete the project's previous trials and start over")
     add_data_dir_argument(where)
     add_verbosity_arguments(where, silent_help="no per-trial output")
-    return handled_by(parser, run_tune, json_help="print the results as JSON", verbose="auto")
+    return handled_by(parser, run_tune, json_help="print the results as JSON", verbose="auto",
+                      interrupt_hint="the same command resumes the search (finished "
+                                     "trials are kept)")
 
 
 def _space(parse, *names):
@@ -141,8 +142,7 @@ def run_tune(args: argparse.Namespace) -> int:
     # KerasTuner's state files are written atomically (lru_keras.tune.run), so an interrupted
     # search resumes: the interrupted trial runs again.
     try:
-        with progress, exit_on_interrupt("the same command resumes the search (finished "
-                                         "trials are kept)"):
+        with progress:
             result = search(config, overwrite=args.overwrite)
     except SearchFailedError as error:
         print(error.details, file=sys.stderr)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lru_keras import atomic
+from lru_keras.progress import Ticker
 from lru_keras.tflite import (
     calibration_data,
     convert,
@@ -39,7 +40,7 @@ SPEC_FORMAT = "lru_keras.tflite.spec/1"
 def export(model, path, quantization="float32", representative_data=None, *,
            share_weights=True, dataset=None, labels=None, calibration_size=None,
            equalize=None, ranges="mse", input_range=None, strip_names=True, data_dir=None,
-           extra_spec=None, io_dtype=None):
+           extra_spec=None, io_dtype=None, verbose=None):
     """Converts a Keras classifier to a .tflite file; returns a dict describing it.
 
     Args:
@@ -72,6 +73,9 @@ def export(model, path, quantization="float32", representative_data=None, *,
         extra_spec: more entries for the spec (e.g. how the weights were fine-tuned).
         io_dtype: int8 only: the input and output type, "int8" (default) or "uint8" (raw
             8-bit pixels in, as Android's Task Library and TensorBuffer take them).
+        verbose: progress lines on stderr (what is being done, at least every 10 s); default:
+            for int8 (calibration and conversion take a minute or more), not for the others
+            (seconds).
 
     Returns:
         the input spec written to `<stem>.json` (also embedded in the .tflite as metadata
@@ -105,60 +109,68 @@ def export(model, path, quantization="float32", representative_data=None, *,
     dataset = options.resolve_dataset(dataset, image_shape, outputs)
     labels = options.resolve_labels(labels, dataset, outputs)
     input_range = options.resolve_input_range(model, input_range)
+    verbose = quantization == "int8" if verbose is None else bool(verbose)
     equalize = (quantization == "int8" and share_weights) if equalize is None else bool(equalize)
 
-    images = pixels = None
-    if quantization == "int8":
-        pixels = calibration_data.calibration_images(
-            representative_data, dataset=dataset, image_shape=image_shape,
-            count=calibration_size, data_dir=data_dir)
-        images = options.to_input_range(pixels, input_range)
+    with Ticker("export", f"writing {path.name} ({quantization})", enabled=verbose) as ticker:
+        images = pixels = None
+        if quantization == "int8":
+            ticker.say("reading the calibration images")
+            pixels = calibration_data.calibration_images(
+                representative_data, dataset=dataset, image_shape=image_shape,
+                count=calibration_size, data_dir=data_dir)
+            images = options.to_input_range(pixels, input_range)
 
-    # Float files keep each BatchNorm as one 1x1 depthwise conv (fewer ops, same bytes);
-    # quantized ones as MUL + ADD with per-tensor int8 constants (see graph.export_model).
-    form = graph.BN_DEPTHWISE if quantization in ("float32", "float16") else graph.BN_AFFINE_5D
-    export_graph = graph.export_model(
-        model, share_weights=share_weights, form=form,
-        equalize=equalization.equalization_factors if equalize else None,
-        silence_dead=quantization in ("int8", "dynamic"))
-    content = convert.convert(export_graph, quantization, images, ranges=ranges,
-                              io_dtype=io_dtype)
-    tflite = flatbuffer.read(content)
-    flatbuffer.deduplicate_constants(tflite)
-    flatbuffer.separate_shared_kernel_biases(tflite)
-    flatbuffer.strip_unused(tflite)
-    flatbuffer.strip_shape_signatures(tflite)
-    if strip_names:
-        flatbuffer.strip_names(tflite)
-    flatbuffer.rename_io(tflite, "image", _output_name(model))
-    check_ops(tflite, model.name, full_integer=quantization == "int8")
-    sharing = sharing_report(tflite, export_graph)
-    if share_weights and not sharing["all_shared"]:
-        raise ExportError(
-            f"model {model.name!r}: weight sharing was lost in the conversion: "
-            f"{sharing['problems']}. Export with share_weights=False, or report the layer.")
+        # Float files keep each BatchNorm as one 1x1 depthwise conv (fewer ops, same bytes);
+        # quantized ones as MUL + ADD with per-tensor int8 constants (see graph.export_model).
+        form = (graph.BN_DEPTHWISE if quantization in ("float32", "float16")
+                else graph.BN_AFFINE_5D)
+        ticker.say("building the export graph")
+        export_graph = graph.export_model(
+            model, share_weights=share_weights, form=form,
+            equalize=equalization.equalization_factors if equalize else None,
+            silence_dead=quantization in ("int8", "dynamic"))
+        ticker.say(f"converting ({quantization}" + (
+            f", calibrating on {len(images)} images)" if images is not None else ")"))
+        content = convert.convert(export_graph, quantization, images, ranges=ranges,
+                                  io_dtype=io_dtype)
+        tflite = flatbuffer.read(content)
+        flatbuffer.deduplicate_constants(tflite)
+        flatbuffer.separate_shared_kernel_biases(tflite)
+        flatbuffer.strip_unused(tflite)
+        flatbuffer.strip_shape_signatures(tflite)
+        if strip_names:
+            flatbuffer.strip_names(tflite)
+        flatbuffer.rename_io(tflite, "image", _output_name(model))
+        check_ops(tflite, model.name, full_integer=quantization == "int8")
+        sharing = sharing_report(tflite, export_graph)
+        if share_weights and not sharing["all_shared"]:
+            raise ExportError(
+                f"model {model.name!r}: weight sharing was lost in the conversion: "
+                f"{sharing['problems']}. Export with share_weights=False, or report the layer.")
 
-    spec = _spec(model, path, quantization, share_weights, dataset, labels, input_range,
-                 tflite, sharing)
-    if quantization == "int8":
-        spec["calibration"] = {
-            "images": int(len(images)),
-            "source": "representative_data" if representative_data is not None
-            else f"{dataset}/train, evenly spaced",
-            "equalized": equalize, "ranges": ranges}
-    spec.update(extra_spec or {})
-    flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "spec",
-                            json.dumps(spec, sort_keys=True).encode())
-    flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "labels",
-                            ("\n".join(labels) + "\n").encode())
-    content = flatbuffer.write(tflite)
-    spec = {**spec, "size_bytes": len(content),
-            "sha256": hashlib.sha256(content).hexdigest(),
-            "verified": verify.verify(content, model, quantization, input_range, pixels)}
-    labels_path, spec_path = options.sidecar_paths(path)
-    _write_all({path: content,
-                labels_path: ("\n".join(labels) + "\n").encode(),
-                spec_path: (json.dumps(spec, indent=1, sort_keys=True) + "\n").encode()})
+        spec = _spec(model, path, quantization, share_weights, dataset, labels, input_range,
+                     tflite, sharing)
+        if quantization == "int8":
+            spec["calibration"] = {
+                "images": int(len(images)),
+                "source": "representative_data" if representative_data is not None
+                else f"{dataset}/train, evenly spaced",
+                "equalized": equalize, "ranges": ranges}
+        spec.update(extra_spec or {})
+        flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "spec",
+                                json.dumps(spec, sort_keys=True).encode())
+        flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "labels",
+                                ("\n".join(labels) + "\n").encode())
+        content = flatbuffer.write(tflite)
+        ticker.say("running the file in LiteRT against Keras")
+        spec = {**spec, "size_bytes": len(content),
+                "sha256": hashlib.sha256(content).hexdigest(),
+                "verified": verify.verify(content, model, quantization, input_range, pixels)}
+        labels_path, spec_path = options.sidecar_paths(path)
+        _write_all({path: content,
+                    labels_path: ("\n".join(labels) + "\n").encode(),
+                    spec_path: (json.dumps(spec, indent=1, sort_keys=True) + "\n").encode()})
     return spec
 
 

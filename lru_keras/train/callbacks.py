@@ -27,7 +27,7 @@ from pathlib import Path
 
 import keras
 
-from lru_keras import atomic
+from lru_keras import atomic, progress
 from lru_keras.train import run_dir
 
 LATEST = "latest.json"
@@ -72,6 +72,10 @@ class EpochStats(keras.callbacks.Callback):
         logs["lr"] = self._lr
         logs["epoch_seconds"] = seconds
         logs["images_per_second"] = self.train_images / seconds
+
+
+class StepProgress(progress.FitProgress, keras.callbacks.Callback):
+    """The epoch, step and loss as the status of a `progress.Ticker` (a line every ~10 s)."""
 
 
 class SynchronizeStatistics(keras.callbacks.Callback):

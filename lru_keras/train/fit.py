@@ -22,12 +22,14 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 
 import keras
 import numpy as np
 
 from lru_keras import __version__, analysis, data, zoo
+from lru_keras.progress import Ticker
 from lru_keras.train import callbacks, distribute, recipes, run_dir, splits
 from lru_keras.train import config as config_module
 from lru_keras.train.config import TrainConfig
@@ -119,27 +121,37 @@ def train(config: TrainConfig | None = None, **options) -> dict:
             plot_title=title if role.is_chief else None)
         initial_epoch = state["epoch"] if state else 0
         finished = state is not None and (state["stopped"] or initial_epoch >= config.epochs)
-        verbose = (1 if config.verbose == "auto" else config.verbose) if role.is_chief else 0
+        # "auto": Keras's progress bar on a terminal; in a log file (where a bar writes a line
+        # per update), Keras's line per epoch and a status line at least every 10 s.
+        periodic = config.verbose == "auto" and role.is_chief and not sys.stdout.isatty()
+        verbose = 0 if not role.is_chief else (
+            (2 if periodic else 1) if config.verbose == "auto" else config.verbose)
+        ticker = Ticker("train", f"epoch {initial_epoch + 1}/{config.epochs} (the first step "
+                                 f"compiles)", stream=sys.stdout, enabled=periodic)
         synchronize = distribute.statistics_synchronizer(model, strategy)
         images_per_epoch = (steps_per_epoch * config.batch_size if drop_remainder
                             else plan.train_images)
-        fit_callbacks = [callbacks.EpochStats(images_per_epoch)]
+        fit_callbacks = [callbacks.EpochStats(images_per_epoch),
+                         callbacks.StepProgress(ticker, "training")]
         if synchronize is not None:  # before validation, saving and the test
             fit_callbacks.append(callbacks.SynchronizeStatistics(synchronize))
         fit_callbacks += [keras.callbacks.TensorBoard(str(paths.tensorboard), write_graph=False),
                           state_callback]
-        if not finished:
-            model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
-                      shuffle=False,  # the pipeline shuffles (seeded)
-                      initial_epoch=initial_epoch, verbose=verbose, callbacks=fit_callbacks)
-        state = state_callback.state
+        with ticker:
+            if not finished:
+                model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
+                          shuffle=False,  # the pipeline shuffles (seeded)
+                          initial_epoch=initial_epoch, verbose=verbose, callbacks=fit_callbacks)
+            state = state_callback.state
 
-        # The selected weights, evaluated once on the test split.
-        callbacks.model_only(model).load_weights(paths.best)
-        test_data = distribute.shard_by_data(data.load(
-            config.dataset, plan.test, batch_size=config.batch_size, data_dir=config.data_dir),
-            strategy)
-        test = model.evaluate(test_data, verbose=0, return_dict=True)
+            # The selected weights, evaluated once on the test split.
+            ticker.say(f"testing the weights of epoch {state['best_epoch'] + 1} on "
+                       f"{plan.test_images} images")
+            callbacks.model_only(model).load_weights(paths.best)
+            test_data = distribute.shard_by_data(data.load(
+                config.dataset, plan.test, batch_size=config.batch_size,
+                data_dir=config.data_dir), strategy)
+            test = model.evaluate(test_data, verbose=0, return_dict=True)
         summary = _summary(config, model, plan, state, test, environment, paths, transfer,
                            seconds=time.perf_counter() - started)
         run_dir.write_json(paths.summary, summary)

@@ -49,7 +49,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer
 
 from lru_keras.layers.channel_order import shuffle_channels, tile_groups  # noqa: E402
 from lru_keras.layers.reuse import reuse_chain  # noqa: E402
-from lru_keras.progress import Ticker  # noqa: E402
+from lru_keras.progress import FitProgress, Ticker  # noqa: E402
 from lru_keras.tflite.ranges import HISTOGRAM_BINS, best_shrink  # noqa: E402
 
 quantize = tfmot.quantization.keras
@@ -470,22 +470,8 @@ class Distillation(tf_keras.Model):
         return {"loss": self.loss_mean.result(), "accuracy": self.accuracy_mean.result()}
 
 
-class TrainingProgress(tf_keras.callbacks.Callback):
+class TrainingProgress(FitProgress, tf_keras.callbacks.Callback):
     """Puts the epoch, step and loss into the ticker's status (printed every ~10 s)."""
-
-    def __init__(self, ticker):
-        super().__init__()
-        self.ticker = ticker
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        steps = self.params.get("steps")
-        self.ticker.say(f"fine-tuning: epoch {self.epoch + 1}/{self.params['epochs']}, step "
-                        f"{batch + 1}{f'/{steps}' if steps else ''}, loss "
-                        f"{(logs or {}).get('loss', float('nan')):.4g}", now=False)
 
 
 def _scores_model(model):
@@ -563,7 +549,7 @@ def run(job_dir):
                    f"compiles)")
         fit = distillation.fit(training_data(job), epochs=job["epochs"],
                                verbose=2 if job["verbose"] == 2 else 0,
-                               callbacks=[TrainingProgress(ticker)])
+                               callbacks=[TrainingProgress(ticker, "fine-tuning")])
         history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     ticker.stop()
     np.savez(job_dir / "finetuned.npz", **builder.trained_constants(model))
