@@ -4,21 +4,29 @@ Models take raw pixels in [0, 255], as the zoo's builders do by default and as
 `lru_keras.data` delivers them.
 """
 
+import json
 import os
 import time
+import zipfile
+import zlib
 
 import numpy as np
 from tqdm import tqdm
 
-from lru_keras import data
+from lru_keras import checksums, data
+from lru_keras.data import pipeline
 from lru_keras.validation import require_positive_int
 
 SAMPLE_SPLIT = "sample"  # the split name reported for the bundled CIFAR-10 sample
 
 
 def load_model_file(path):
-    """A whole saved Keras model (`.keras`). TFLite files run with LiteRT instead
-    (`lru_keras.tflite.evaluate`), so they are refused here with a pointer to it."""
+    """A whole saved Keras model (`.keras`), checked before Keras reads it: ValueError naming
+    the file if it is missing, has bytes other than its `.sha256` sidecar records, is not an
+    intact .keras archive (truncated, damaged, another kind of file), or names a layer class
+    or argument this installation does not know (saved by a newer lru_keras or Keras). TFLite
+    files run with LiteRT instead (`lru_keras.tflite.evaluate`), so they are refused here with
+    a pointer to it."""
     path = str(path)
     if path.endswith(".tflite"):
         raise ValueError(
@@ -32,12 +40,79 @@ def load_model_file(path):
             f"--weights-file and the model arguments)."
         )
     if not os.path.isfile(path):
-        raise ValueError(f"model file {path!r} does not exist.")
+        raise ValueError(f"model file {path!r} "
+                         f"{'is not a file' if os.path.exists(path) else 'does not exist'}.")
+    checksums.check_sidecar(path, "model file")
+    config, saved_with = _read_keras_archive(path)
     import keras
 
     import lru_keras.layers  # noqa: F401  (registers the custom layers for deserialization)
 
-    return keras.saving.load_model(path)
+    unknown = sorted(_unknown_classes(config))
+    installed = f"lru_keras {lru_keras.__version__}, Keras {keras.__version__}"
+    if unknown:
+        raise ValueError(
+            f"model file {path!r} uses layer classes that this installation ({installed}) "
+            f"does not know: {unknown}; it was saved by a newer lru_keras{saved_with}. Upgrade "
+            f"lru_keras to load it.")
+    try:
+        return keras.saving.load_model(path)
+    except (TypeError, ValueError, KeyError) as error:
+        # The archive is intact (every member passed its CRC), so a model Keras cannot build
+        # from it was saved by other code: a newer version, or another package's layers.
+        reason = (str(error).splitlines() or [type(error).__name__])[0].rstrip(".")
+        raise ValueError(
+            f"model file {path!r} cannot be built by this installation ({installed}): "
+            f"{reason}; it was probably saved by a newer lru_keras or Keras{saved_with}. "
+            f"Upgrade them to load it.") from None
+
+
+def _read_keras_archive(path):
+    """(model config, ", with Keras <version>" or "") of a .keras file whose every member is
+    intact; ValueError naming the file otherwise."""
+    def unreadable(reason):
+        return ValueError(f"model file {path!r} is not a readable .keras file: {reason}.")
+
+    if not zipfile.is_zipfile(path):
+        raise unreadable("not a zip archive (truncated, or another kind of file)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # reads every member, checking its CRC
+            names = archive.namelist()
+            members = {name: archive.read(name) for name in names if name.endswith(".json")}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+        raise unreadable(f"a damaged archive ({error})") from None
+    if damaged is not None:
+        raise unreadable(f"its member {damaged!r} is damaged")
+    if "config.json" not in names or not any(name.startswith("model.weights.")
+                                             for name in names):
+        raise unreadable(f"it lacks the model's config.json or weights (it holds {names})")
+    try:
+        config = json.loads(members["config.json"])
+        metadata = json.loads(members.get("metadata.json", b"{}"))
+    except ValueError as error:  # not UTF-8, or not JSON
+        raise unreadable(f"its config is not valid JSON ({error})") from None
+    version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+    return config, f", with Keras {version}" if version else ""
+
+
+def _unknown_classes(config):
+    """The lru_keras classes a saved model's config names that are not registered here."""
+    import keras
+
+    found = set()
+    nodes = [config]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, dict):
+            name = node.get("registered_name")
+            if (isinstance(name, str) and name.startswith("lru_keras>")
+                    and keras.saving.get_registered_object(name) is None):
+                found.add(name.split(">", 1)[1])
+            nodes.extend(node.values())
+        elif isinstance(node, list):
+            nodes.extend(node)
+    return found
 
 
 def check_compatible(model, dataset):
@@ -93,15 +168,27 @@ def evaluate_sample(model, *, batch_size=256, limit=None, progress=True, model_n
 def evaluate_batches(model, batches, total, *, dataset, split, progress=True, model_name=None):
     """Runs `model` over (images, labels) batches until `total` images, with a progress bar.
 
+    A Keras model's batches are checked before it sees them (`data.pipeline.check_pixels`:
+    ValueError for NaN or infinite pixels, which a model turns into confident predictions,
+    or pixels outside the range the model declares); a LiteRT classifier checks its own.
     Returns {model, dataset, split, images, correct, accuracy (percent), seconds,
     images_per_second}; the time is the wall time of the whole pass, data loading and the
     first call's tracing included.
     """
+    import keras
+
+    from lru_keras.tflite.options import declared_input_range
+
+    checked = isinstance(model, keras.Model)
+    pixel_range = declared_input_range(model) if checked else None
     correct = seen = 0
     start = time.perf_counter()
     with tqdm(total=total, unit="img", desc=f"{dataset}/{split}", disable=not progress) as bar:
-        for images, labels in batches:
+        for number, (images, labels) in enumerate(batches, 1):
             take = min(len(labels), total - seen)
+            if checked:
+                pipeline.check_pixels(images[:take], f"the images of batch {number}",
+                                      pixel_range)
             scores = model.predict_on_batch(images[:take])
             correct += int(np.sum(np.argmax(scores, axis=-1) == labels[:take]))
             seen += take

@@ -7,7 +7,7 @@ the logging level is read. Its first operation adds two lines on the CPU feature
 built for and one on the failed CUDA probe. A command-line user who mistyped an argument saw them above the
 one-line error. `without_startup_lines` holds back what the process writes to stderr (file
 descriptor 2, so C++ output too) during the package's first imports, and then writes back
-every line that is not one of those notices.
+every line that is not one of those notices (`lru-keras --verbose` shows them).
 """
 
 import contextlib
@@ -37,6 +37,9 @@ def start_tensorflow_quietly() -> None:
         tf.config.list_logical_devices()
 
 
+HELD_BACK: list[bytes] = []  # the notices held back in this process, for `show_startup_lines`
+
+
 @contextlib.contextmanager
 def without_startup_lines():
     """Within this block, what is written to file descriptor 2 (C++ and Python stderr) is held
@@ -57,9 +60,16 @@ def without_startup_lines():
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
-            kept = [line for line in held.read().splitlines(True)
-                    if not STARTUP_LINES.match(line.decode(errors="replace"))]
+            kept = []
+            for line in held.read().splitlines(True):
+                is_notice = STARTUP_LINES.match(line.decode(errors="replace"))
+                (HELD_BACK if is_notice else kept).append(line)
             os.write(2, b"".join(kept))
+
+
+def show_startup_lines() -> None:
+    """Writes the notices held back so far to stderr (`lru-keras --verbose`)."""
+    os.write(2, b"".join(HELD_BACK))
 
 
 def _flush_stderr():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lru_keras import data
+from lru_keras import checksums, data
 from lru_keras.cli import main
 from lru_keras.cli.train import add_train_commands, config_from_args
 from lru_keras.layers import GroupedPointwiseConv2D
@@ -236,6 +236,13 @@ def test_default_validation_is_5000_or_a_tenth(sorted_dir):
     ({"mixed_precision": "int8"}, "mixed_precision='int8'"),
     ({"model_args": {"classes": 3}}, "model_args['classes']"),
     ({"model_args": {"depth": 3}}, "model_args['depth']"),
+    ({"epochs": 10**9}, "epochs=1000000000 is more than the limit of 10,000"),
+    ({"learning_rate": float("inf")}, "learning_rate=inf must be a finite positive number"),
+    ({"weight_decay": float("nan")}, "weight_decay=nan must be a finite number >= 0"),
+    ({"recipe": "short", "epochs": 2, "warmup_epochs": 3}, "warmup_epochs=3 is longer than"),
+    ({"seed": -1}, "`seed` must be an integer >= 0, got -1"),
+    ({"seed": 2**32}, "seed=4294967296 must be an integer in 0..4294967295"),
+    ({"strategy": "mirrored", "cpu_devices": 1000}, "cpu_devices=1000 is more than the limit"),
 ])
 def test_bad_options_are_clear_errors(options, named):
     with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")
@@ -301,6 +308,46 @@ def test_run_dir_of_another_configuration_is_refused_and_left_untouched(tmp_path
     assert status == 2
     assert "belongs to another configuration" in capsys.readouterr().err
     assert _snapshot(paths.out) == before
+
+
+def test_a_record_without_commits_is_replaced_by_another_configuration(tmp_path):
+    """An attempt that failed in its first epoch left config.json and TensorBoard events but
+    committed nothing: another configuration takes the directory over (and starts clean)."""
+    config = train_config.resolve(TrainConfig(dataset="fashion_mnist", recipe="short"))
+    paths = run_dir.paths_for(tmp_path / "run", distribute.WorkerRole())
+    run_dir.record(paths, config.to_dict(), train_config.identity(config), {"train": "a"}, {})
+    (paths.tensorboard / "train").mkdir(parents=True)
+    (paths.tensorboard / "train" / "events.out.tfevents.1").write_bytes(b"old")
+    other = train_config.identity(train_config.resolve(
+        TrainConfig(dataset="fashion_mnist", recipe="short", learning_rate=0.05)))
+    assert run_dir.check(paths, other) == "new"
+    run_dir.record(paths, {}, other, {"train": "b"}, {})
+    assert json.loads(paths.config.read_text())["identity"] == other
+    assert not paths.tensorboard.exists()
+
+
+def test_a_failed_command_leaves_no_run_dir(tmp_path, fashion_dir, capsys):
+    """Unknown pretrained weights are found out before anything is written, so the corrected
+    command is not refused as "another configuration"."""
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "fashion_mnist", "--recipe", "short", "--reuse", "1",
+                 "--width", "0.125", "--weights", "imagenet", "--run-dir", str(run),
+                 "--data-dir", str(fashion_dir)]) == 2
+    assert "'imagenet'" in capsys.readouterr().err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("where", ["read-only filesystem", "a file", "under a file"])
+def test_an_unwritable_run_dir_is_refused_before_any_work(tmp_path, where):
+    (tmp_path / "file").write_text("mine")
+    directory, words = {
+        "read-only filesystem": ("/sys/lru_keras_test_run", "is not writable"),
+        "a file": (tmp_path / "file", "exists and is not a directory"),
+        "under a file": (tmp_path / "file" / "run", "cannot be created"),
+    }[where]
+    with pytest.raises(ValueError, match=f"run dir '{directory}' {words}"):
+        train(dataset="fashion_mnist", recipe="short", run_dir=str(directory))
+    assert (tmp_path / "file").read_text() == "mine"
 
 
 def test_a_directory_that_is_not_a_run_is_refused(tmp_path):
@@ -378,6 +425,48 @@ def test_selection_state_survives_a_restart(tmp_path):
     assert _epochs(second, model, [0.7, 0.75], start=3) == 4
     assert _kernel_in(paths.best) == 1.0
     assert callbacks.read_state(paths)["best_epoch"] == 1
+
+
+def test_each_commit_records_the_sha256_of_what_a_resume_reads(tmp_path):
+    """The commit (latest.json, and commit.json in its epoch directory) lists the sha256 of the
+    training state and of the best epoch's weights; the last two commits are kept, and the
+    published weights come with .sha256 sidecars."""
+    paths = run_dir.paths_for(tmp_path, distribute.WorkerRole())
+    model = _tiny_model()
+    callback = callbacks.TrainingState(paths)
+    callback.set_model(model)
+    callback.on_train_begin()
+    _epochs(callback, model, [0.5, 0.6, 0.55, 0.58])
+    state = callbacks.read_state(paths)
+    train_state = "epoch-0004/train_state.weights.h5"
+    assert state["files"] == {
+        train_state: checksums.sha256_of(paths.state / train_state),
+        "epoch-0002/best.weights.h5": checksums.sha256_of(paths.state / "epoch-0002" /
+                                                          "best.weights.h5")}
+    assert state == json.loads((paths.state / "epoch-0004" / "commit.json").read_text())
+    assert {p.name for p in paths.state.iterdir()} == {
+        "latest.json", "epoch-0002", "epoch-0003", "epoch-0004"}
+    assert checksums.check_sidecar(paths.best) and checksums.check_sidecar(paths.last)
+
+
+def test_a_damaged_last_commit_falls_back_to_the_one_before_or_is_refused(tmp_path):
+    paths = run_dir.paths_for(tmp_path, distribute.WorkerRole())
+    model = _tiny_model()
+    callback = callbacks.TrainingState(paths)
+    callback.set_model(model)
+    callback.on_train_begin()
+    _epochs(callback, model, [0.5, 0.6])
+    last = paths.state / "epoch-0002" / "train_state.weights.h5"
+    damaged = bytearray(last.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    last.write_bytes(bytes(damaged))
+    said = []
+    assert callbacks.read_state(paths, said.append)["epoch"] == 1
+    assert str(last) in said[0] and "after epoch 1" in said[0]
+    # Without an intact earlier commit: refused, naming the file and what to do.
+    (paths.state / "epoch-0001" / "train_state.weights.h5").write_bytes(b"")
+    with pytest.raises(run_dir.DamagedFileError, match=f"{last} is corrupt .* delete"):
+        callbacks.read_state(paths)
 
 
 def test_patience_counts_only_from_its_start_epoch(tmp_path):

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-from lru_keras import analysis, data
+from lru_keras import analysis, checksums, data
 from lru_keras.cli import main
 from lru_keras.cli.tune import TUNER_CHOICES
 from lru_keras.train import plan_splits
@@ -123,6 +123,17 @@ def test_results_table_and_plot_list_every_trial_with_its_real_counts(searched):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_trial_checkpoints_and_the_best_model_are_published_with_sidecars(searched):
+    """Each trained trial's checkpoint and best_model.keras get a .sha256 sidecar; the
+    checkpoints' are checked before KerasTuner loads them."""
+    result, project = searched
+    trained = [row["trial"] for row in result.rows if row["status"] == "ok"]
+    for trial in trained:
+        checkpoint = project / f"trial_{trial}" / "checkpoint.weights.h5"
+        assert checksums.check_sidecar(checkpoint)
+    assert checksums.check_sidecar(project / "best_model.keras")
+
+
 def test_trial_over_max_params_is_recorded_infeasible_and_never_best(searched):
     result, project = searched
     infeasible = [row for row in result.rows if row["status"] != "ok"]
@@ -173,9 +184,15 @@ def test_failed_trial_fails_the_search_naming_the_cause_and_is_retried_next_run(
     assert "Traceback" in failure.value.details
     assert not (tmp_path / "p" / "results.md").exists()
 
+    # No trial completed: a search of another configuration may take the directory over.
+    recorded = json.loads((tmp_path / "p" / "search.json").read_text())["identity"]
+    assert tune_run.check_project(tmp_path / "p", {**recorded, "seed": 1}) is True
+
     monkeypatch.delitem(sys.modules, "tensorboard.plugins.hparams")
     result = search(**options)
     assert result.trials_run == ["0"] and result.rows[0]["status"] == "ok"
+    with pytest.raises(tune_run.SearchConflictError, match="different \\['seed'\\]"):
+        tune_run.check_project(tmp_path / "p", {**recorded, "seed": 1})
 
 
 def test_failed_trial_check_names_trials_without_a_valid_score():
@@ -219,24 +236,24 @@ def _cli_args(project, fashion_dir, *extra):
             "--json", *extra]
 
 
-def test_tuner_state_files_are_replaced_whole_during_a_search(tmp_path, monkeypatch):
+def test_tuner_state_files_are_replaced_whole_and_read_naming_the_file(tmp_path, monkeypatch):
     """KerasTuner writes trial.json, oracle.json and tuner0.json in place: a kill mid-write
-    once left an empty tuner0.json that the resuming command could not read. Within
-    `atomic_state_files` (what `search` runs in) a save killed before its rename leaves the
-    previous file whole, a finished save reloads, and afterwards KerasTuner's own save is
-    back."""
+    once left an empty tuner0.json that the resuming command could not read, with an error
+    naming no file. Within `tuner_state_files` (what `search` runs in) a save killed before
+    its rename leaves the previous file whole, a finished save reloads, a damaged file is a
+    ValueError naming it, and afterwards KerasTuner's own functions are back."""
     import keras_tuner
-    from keras_tuner.src.engine import stateful
+    from keras_tuner.src import utils
     from keras_tuner.src.engine import trial as trial_module
 
     from lru_keras import atomic
 
-    in_place = stateful.Stateful.save
+    in_place = utils.save_json, utils.load_json
     path = tmp_path / "trial.json"
     hyperparameters = keras_tuner.HyperParameters()
     hyperparameters.Fixed("reuse", 4)
     trial = trial_module.Trial(hyperparameters, trial_id="3", status="COMPLETED")
-    with tune_run.atomic_state_files():
+    with tune_run.tuner_state_files():
         trial.save(str(path))
         assert trial_module.Trial.load(str(path)).hyperparameters.get("reuse") == 4
         before = path.read_bytes()
@@ -244,12 +261,16 @@ def test_tuner_state_files_are_replaced_whole_during_a_search(tmp_path, monkeypa
         def killed(temporary, target):
             raise KeyboardInterrupt  # the process dies between writing and renaming
 
-        monkeypatch.setattr(atomic, "publish", killed)
-        trial.hyperparameters.Fixed("width", 0.5)
-        with pytest.raises(KeyboardInterrupt):
-            trial.save(str(path))
+        with monkeypatch.context() as patch:
+            patch.setattr(atomic, "publish", killed)
+            trial.hyperparameters.Fixed("width", 0.5)
+            with pytest.raises(KeyboardInterrupt):
+                trial.save(str(path))
         assert path.read_bytes() == before
-    assert stateful.Stateful.save is in_place
+        path.write_bytes(before[:len(before) // 2])
+        with pytest.raises(ValueError, match=f"{path} is not valid JSON .* --overwrite"):
+            trial_module.Trial.load(str(path))
+    assert (utils.save_json, utils.load_json) == in_place
 
 
 def test_interrupted_search_resumes_without_redoing_finished_trials(fashion_dir, tmp_path,
@@ -379,6 +400,9 @@ def test_cli_hyperband_search_continues_its_best_trial_and_prints_the_table(
     (["--max-params", "-5"], "argument --max-params: expected a positive integer, got '-5'"),
     (["--max-mflops", "0"], "argument --max-mflops: expected a positive number, got '0'"),
     (["--max-trials", "0"], "argument --max-trials: expected a positive integer, got '0'"),
+    (["--max-trials", "100000"], "max_trials=100000 is more than the limit of 1,000"),
+    (["--project-dir", "/sys/lru_keras_test_project"],
+     "project dir '/sys/lru_keras_test_project' is not writable"),
 ])
 def test_cli_bad_arguments_exit_2_naming_the_argument(extra, message, capsys):
     assert main(["tune", "--dataset", "fashion_mnist", *extra]) == 2

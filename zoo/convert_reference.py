@@ -21,7 +21,8 @@ import keras
 import numpy as np
 
 from lru_keras import zoo
-from lru_keras.zoo.weights import MANIFEST, sha256_of
+from lru_keras.checksums import sha256_of
+from lru_keras.zoo.weights import MANIFEST
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_REFERENCE = HERE.parent.parent / "shared" / "reference" / "cnn-layer-reuse"

@@ -3,7 +3,8 @@
 One module per command (zoo, info, evaluate, data, train, tune, export, qat, compare), each
 adding its parser and handler; the arguments several commands share are in `options`. Handlers
 call library functions and print. `main(argv)` returns the exit status: 0 on success, 2 for bad
-arguments or a library error (printed as one line, no traceback), 130 after Ctrl-C (one line
+arguments, a library error or a file that cannot be read or written (printed as one line,
+naming the file, no traceback), 130 after Ctrl-C (one line
 too, saying what the command left and how to go on: `handled_by(..., interrupt_hint=...)`);
 `tune` returns 1 when its search fails.
 """
@@ -19,7 +20,7 @@ from lru_keras.cli.qat import add_qat_command
 from lru_keras.cli.train import add_train_commands
 from lru_keras.cli.tune import add_tune_command
 from lru_keras.cli.zoo import add_zoo_command
-from lru_keras.startup import start_tensorflow_quietly
+from lru_keras.startup import show_startup_lines, start_tensorflow_quietly
 
 
 def main(argv=None):
@@ -29,6 +30,8 @@ def main(argv=None):
     hint = None
     try:
         args = parser.parse_args(argv)
+        if args.verbose_startup:
+            show_startup_lines()
         hint = args.interrupt_hint
         with exit_on_interrupt(hint):
             return args.func(args)
@@ -36,15 +39,30 @@ def main(argv=None):
         return report_interrupt(hint)
     except SystemExit as stop:  # argparse errors (status 2) and --help (status 0)
         return 0 if stop.code is None else stop.code
-    except (ValueError, FileNotFoundError) as error:  # incl. DatasetNotAvailableError
+    except ValueError as error:  # incl. corrupt files (ChecksumError), conflicting run dirs
         print_error(error)
         return 2
+    except OSError as error:  # a missing, unreadable or unwritable file or directory
+        print_error(describe_os_error(error))
+        return 2
+
+
+def describe_os_error(error: OSError) -> str:
+    """"<what went wrong>: <file>" (and the second file of a rename), without the errno;
+    an OSError that names no file (DatasetNotAvailableError) as its message."""
+    if error.filename is None or error.strerror is None:
+        return str(error)
+    files = repr(error.filename) + (f" -> {error.filename2!r}" if error.filename2 else "")
+    return f"{error.strerror}: {files}"
 
 
 def build_parser():
     """The argparse parser with every command (usage errors: one line, see `Parser`)."""
     parser = Parser(
         prog="lru-keras", description="Keras 3 model zoo of layer-reuse CNNs (LruNet).")
+    parser.add_argument("--verbose", action="store_true", dest="verbose_startup",
+                        help="also show TensorFlow's start-up notices (oneDNN, CUDA, CPU "
+                             "features), held back by default")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (add_zoo_command, add_info_command, add_evaluate_command,
                         add_data_commands, add_train_commands, add_tune_command,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+from pathlib import Path
 
 from lru_keras import data
 from lru_keras.cli.options import (
@@ -59,21 +59,24 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
 def run_export(args: argparse.Namespace) -> int:
     """Handles `export`: builds or loads the model, exports it, prints what was written."""
     from lru_keras import evaluate, tflite
+    from lru_keras.tflite.options import check_writable
 
     require_model(args)
     if args.model:
         refuse_model_arguments(args)
+    if args.calibration_npz and args.quantization != "int8":
+        args.parser.error("--calibration-npz goes with --quantization int8")
+    if args.calibration_size and args.quantization != "int8":
+        args.parser.error("--calibration-size goes with --quantization int8")
+    check_writable(Path(args.output))  # before the model is read or built
+    if args.model:
         dataset, model = args.dataset, evaluate.load_model_file(args.model)
     else:
         dataset = weights_dataset(args)
         model = model_from_args(args, dataset=None if args.weights else dataset)
     representative = None
     if args.calibration_npz:
-        if args.quantization != "int8":
-            args.parser.error("--calibration-npz goes with --quantization int8")
-        representative = _calibration_images(args.calibration_npz)
-    if args.calibration_size and args.quantization != "int8":
-        args.parser.error("--calibration-size goes with --quantization int8")
+        representative = _calibration_images(args.calibration_npz, model.inputs[0].shape[1:])
     spec = tflite.export(
         model, args.output, args.quantization, representative, share_weights=not args.folded,
         dataset=dataset, calibration_size=args.calibration_size, data_dir=args.data_dir,
@@ -94,13 +97,17 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibration_images(path):
-    """The images (array x) of the --calibration-npz file."""
-    import numpy as np
+def _calibration_images(path, image_shape):
+    """The images (array x) of the --calibration-npz file, checked as calibration pixels
+    for a model taking `image_shape`: ValueError naming the file and the array."""
+    from lru_keras.data.store import read_npz_arrays
+    from lru_keras.tflite.calibration_data import check_pixels
 
-    if not os.path.isfile(path):
-        raise ValueError(f"--calibration-npz file {path!r} does not exist.")
-    with np.load(path) as arrays:
-        if "x" not in arrays.files:
-            raise ValueError(f"{path} has no array 'x' (images); it has {arrays.files}.")
-        return arrays["x"]
+    images = read_npz_arrays(path, ("x",), what="--calibration-npz file")["x"]
+    what = f"array 'x' of --calibration-npz file {path!r}"
+    if images.ndim != 4 or not len(images) or any(
+            wanted is not None and size != wanted
+            for size, wanted in zip(images.shape[1:], image_shape)):
+        raise ValueError(f"{what} has shape {images.shape}; the model takes images of shape "
+                         f"(n, {', '.join(map(str, image_shape))}), n >= 1.")
+    return check_pixels(images, what)

@@ -26,8 +26,10 @@ MODEL_FLAGS = ("--weights", *ARCHITECTURE_FLAGS.values())
 
 
 def print_error(message) -> None:
-    """The one-line error every command ends with on failure: `lru-keras: error: ...`."""
-    print(f"lru-keras: error: {message}", file=sys.stderr)
+    """The one-line error every command ends with on failure: `lru-keras: error: ...` (a
+    message of several lines is joined into one)."""
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    print(f"lru-keras: error: {line}", file=sys.stderr)
 
 
 class Parser(argparse.ArgumentParser):
@@ -198,6 +200,9 @@ def create_model(weights=None, *, reuse=None, width=None, dataset=None, classes=
                     f"{name}={implied[name]!r}; give one or the other."
                 )
         classes, input_shape = implied["classes"], implied["input_shape"]
+    if weights_file is not None and not str(weights_file).endswith(".weights.h5"):
+        raise ValueError(f"--weights-file {str(weights_file)!r} must be a .weights.h5 file "
+                         f"(Keras's weights format).")
     architecture = {k: v for k, v in dict(reuse=reuse, width=width).items() if v is not None}
     return zoo.create("LruNet", **architecture, classes=classes, input_shape=input_shape,
                       shuffle=shuffle, weights=weights_file if load_weights else None)

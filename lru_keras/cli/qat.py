@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from lru_keras import data
 from lru_keras.cli.options import (
@@ -43,7 +44,8 @@ def add_qat_command(subparsers) -> argparse.ArgumentParser:
                         default=DEFAULTS["learning_rate"], metavar="LR",
                         help=f"Adam learning rate (default {DEFAULTS['learning_rate']:g})")
     parser.add_argument("--save-weights", metavar="PATH.weights.h5",
-                        help="also save the fine-tuned float Keras model's weights")
+                        help="also save the fine-tuned float Keras model's weights (with a "
+                             ".sha256 sidecar that loading checks)")
     parser.add_argument("--evaluate", action="store_true",
                         help="then evaluate the .tflite on the dataset's test split (LiteRT)")
     add_data_dir_argument(parser)
@@ -54,20 +56,24 @@ def add_qat_command(subparsers) -> argparse.ArgumentParser:
 def run_qat(args: argparse.Namespace) -> int:
     """Handles `qat`: builds the model, fine-tunes and exports it, prints what was written."""
     from lru_keras import evaluate, tflite
+    from lru_keras.tflite.options import check_writable
+    from lru_keras.zoo import weights
 
     require_model(args, model_file=False)
-    if args.save_weights and not args.save_weights.endswith(".weights.h5"):
-        args.parser.error(f"--save-weights must end in .weights.h5, got {args.save_weights!r}")
     dataset = weights_dataset(args)
     if dataset is None:
         args.parser.error("--weights-file needs --dataset (the data to fine-tune on)")
+    # Every output before minutes of fine-tuning: a failure then writes nothing.
+    check_writable(Path(args.output))
+    if args.save_weights:
+        weights.check_save_path(args.save_weights, "--save-weights")
     model = model_from_args(args, dataset=None if args.weights else dataset)
     spec, finetuned = tflite.quantize_aware(
         model, dataset, args.output, epochs=args.epochs, train_images=args.train_images,
         batch_size=args.batch_size, learning_rate=args.learning_rate, data_dir=args.data_dir,
         verbose=0 if args.json else 1)
     if args.save_weights:
-        finetuned.save_weights(args.save_weights)
+        weights.save_weights(finetuned, args.save_weights)
     result = None
     if args.evaluate:
         result = tflite.evaluate(args.output, dataset, "test", data_dir=args.data_dir,

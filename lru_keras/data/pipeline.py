@@ -1,10 +1,12 @@
 """Input pipelines: prepared TFDS splits as batched (image, label) datasets, with augmentation.
 
 Images come out as float32 in [0, 255], NHWC, labels as int32; any scaling to [0, 1] or
-normalisation belongs to the model. The augmentation is the paper's: random crop back to the
-original size after 4-pixel zero padding, random rotation within +-10 degrees (zero fill,
-bilinear) and random horizontal flip, the same for all three datasets. It runs on whole
-batches with per-image random parameters drawn by stateless ops from a per-batch seed.
+normalisation belongs to the model. `check_pixels` holds the images a user gives (to predict,
+evaluate, calibrate or fine-tune on) to the same contract. The augmentation is the paper's:
+random crop back to the original size after 4-pixel zero padding, random rotation within +-10
+degrees (zero fill, bilinear) and random horizontal flip, the same for all three datasets. It
+runs on whole batches with per-image random parameters drawn by stateless ops from a
+per-batch seed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import math
 import numbers
 import os
 
+import warnings
+
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -23,6 +28,9 @@ from lru_keras.validation import require_positive_int
 
 PAD_PIXELS = 4
 MAX_ROTATION_DEGREES = 10.0
+# The pixels `load` delivers, and what every entry point of the package that takes images
+# expects (models rescale them themselves; a LiteRT classifier maps them to its input).
+PIXEL_RANGE = (0.0, 255.0)
 
 
 def load(name: str, split: str = "test", *, batch_size: int = 256, training: bool = False,
@@ -75,6 +83,46 @@ def split_size(name: str, split: str, data_dir: str | os.PathLike | None = None)
         raise ValueError(f"split={split!r} selects no examples of {name} (prepared splits and "
                          f"sizes: {counts})")
     return n
+
+
+def check_pixels(images, what, pixel_range=PIXEL_RANGE, *, refuse_scaled=False):
+    """`images` unchanged if a model can take them as pixels, else a ValueError naming `what`
+    (the argument or file they came from) and the allowed range.
+
+    Refused: arrays that are not numbers; NaN or infinite values (a Keras model turns them
+    into a confident class, a LiteRT file into NaN scores); values outside `pixel_range` by
+    more than half an 8-bit level (None: any finite value goes). With a range that reaches
+    above 1 (the default [0, 255]), images that all lie in [0, 1] look scaled already, which
+    is ambiguous (a dark image does too): a warning, or with `refuse_scaled` (calibration,
+    where such images would spoil the file) an error.
+    """
+    array = np.asarray(images)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{what} must be an array of pixel numbers, got dtype {array.dtype}.")
+    if array.size == 0:
+        return images
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"{what} contains {bad} NaN or infinite values: pixels must be finite"
+                         + ("." if pixel_range is None else
+                            f" numbers in [{pixel_range[0]:g}, {pixel_range[1]:g}]."))
+    if pixel_range is None:
+        return images
+    lowest, highest = pixel_range
+    low, high = float(array.min()), float(array.max())
+    half_level = (highest - lowest) / 510
+    if low < lowest - half_level or high > highest + half_level:
+        raise ValueError(f"{what} must be pixels in [{lowest:g}, {highest:g}]; these span "
+                         f"[{low:g}, {high:g}].")
+    if highest > 1 >= high:
+        remedy = (f"multiply them by {highest:g}" if lowest == 0 else
+                  f"map them there (x * {highest - lowest:g} + {lowest:g})")
+        message = (f"{what} spans [{low:g}, {high:g}]: pixels already scaled to [0, 1]? The "
+                   f"model takes pixels in [{lowest:g}, {highest:g}]: {remedy}.")
+        if refuse_scaled:
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=2)
+    return images
 
 
 def _check_load_args(name, split, batch_size, training, shuffle, augment, seed,

@@ -21,11 +21,14 @@ import io
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lru_keras import checksums
 from lru_keras.data.catalog import CIFAR100_FINE_TO_COARSE, DATASETS, DatasetSpec, info
 
 IMPORT_COMMAND = "lru-keras data import --from-shared ../shared/data"
@@ -179,6 +182,7 @@ def import_npz(name: str, split: str, path: str | os.PathLike,
     The skip compares the sha256 of the file, before its arrays are read.
     """
     check_split_name(split)
+    _source_file(path, "data file")
     return _import_unless_done(name, {split: _file_digest(path)},
                                lambda: {split: read_npz(name, split, path)},
                                resolve_data_dir(data_dir), overwrite)
@@ -219,24 +223,49 @@ def _read_shared(name: str, paths: dict[str, Path]) -> dict[str, SplitArrays]:
 
 def read_npz(name: str, split: str, path: str | os.PathLike) -> SplitArrays:
     """Read and check one split from an .npz holding x and y (optionally y_coarse, filenames)."""
-    with np.load(path) as arrays:
-        absent = sorted({"x", "y"} - set(arrays.files))
-        if absent:
-            raise ValueError(f"{path}: missing array(s) {absent}; it has {sorted(arrays.files)}")
-        optional = {key: arrays[key] if key in arrays.files else None
-                    for key in ("y_coarse", "filenames")}
-        return check_arrays(name, split, arrays["x"], arrays["y"], optional["y_coarse"],
-                            optional["filenames"], source=str(path))
+    arrays = read_npz_arrays(path, ("x", "y"), ("y_coarse", "filenames"), what="data file")
+    return check_arrays(name, split, arrays["x"], arrays["y"], arrays.get("y_coarse"),
+                        arrays.get("filenames"), source=str(path))
+
+
+def read_npz_arrays(path: str | os.PathLike, required, optional=(), *,
+                    what: str = "file") -> dict[str, np.ndarray]:
+    """{name: array} of the arrays `required` and of those in `optional` that the .npz file
+    `path` has, read in full (a damaged member shows here, not later).
+
+    ValueError naming `what` and the file if it is missing, is not an .npz archive (numpy
+    itself would offer advice on pickles for a text file), cannot be read (damaged, or object
+    arrays, which need pickle), or lacks a required array (the message lists those it has).
+    """
+    described = _source_file(path, what)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{described} is not an .npz archive (numpy.savez's format): it is "
+                         f"truncated, or another kind of file.")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            names = list(arrays.files)
+            found = {key: arrays[key] for key in (*required, *optional) if key in names}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{described} cannot be read as an .npz archive: {error}") from None
+    absent = [key for key in required if key not in found]
+    if absent:
+        raise ValueError(f"{described} lacks the array(s) {absent}; it has {sorted(names)}.")
+    return found
+
+
+def _source_file(path: str | os.PathLike, what: str) -> str:
+    """"<what> '<path>'" for messages, once `path` is known to be a file (else ValueError)."""
+    described = f"{what} {os.fspath(path)!r}"
+    if not os.path.isfile(path):
+        problem = "is not a file" if os.path.exists(path) else "does not exist"
+        raise ValueError(f"{described} {problem}.")
+    return described
 
 
 def _file_digest(path: str | os.PathLike) -> str:
     """The sha256 of a source file's bytes (a fraction of a second for the shared files,
     where decompressing their arrays takes seconds)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return f"file sha256:{digest.hexdigest()}"
+    return f"file sha256:{checksums.sha256_of(path)}"
 
 
 def _arrays_digest(arrays: SplitArrays) -> str:
@@ -250,9 +279,39 @@ def _arrays_digest(arrays: SplitArrays) -> str:
 
 
 def _recorded_sources(name: str, data_dir: Path) -> dict[str, str]:
-    """{split: source digest} recorded when `name` was imported ({} if none was recorded)."""
+    """{split: source digest} recorded when `name` was imported ({} if none was recorded).
+    A damaged record counts as none, saying so: the record only lets an import be skipped,
+    and the import it causes writes it anew."""
     path = prepared_dir(name, data_dir) / SOURCES_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        recorded = json.loads(path.read_text())
+        problem = None if isinstance(recorded, dict) else "not a JSON object"
+    except ValueError as error:  # not UTF-8, or not JSON
+        problem = f"not JSON: {error}"
+    if problem is not None:
+        print(f"{name}: {path} is damaged ({problem}); importing again")
+        return {}
+    return recorded
+
+
+def check_writable_data_dir(data_dir: Path) -> None:
+    """ValueError naming `data_dir` unless a dataset can be written there: it (or the folder
+    it would be made in) is a folder that takes a new file."""
+    existing = data_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"data_dir {str(data_dir)!r}: {str(existing)!r} is a file, not a "
+                         f"folder.")
+    try:  # the one test of a folder's writability that holds for every user and file system
+        handle, probe = tempfile.mkstemp(prefix=".lru_keras-probe-", dir=existing)
+    except OSError as error:
+        raise ValueError(f"data_dir {str(data_dir)!r} is not writable: {error.strerror} "
+                         f"({str(existing)!r}).") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _import_unless_done(name: str, sources: dict[str, str], read, data_dir: Path,
@@ -266,6 +325,7 @@ def _import_unless_done(name: str, sources: dict[str, str], read, data_dir: Path
         print(f"{name}: {', '.join(sources)} already prepared in {prepared_dir(name, data_dir)} "
               f"from the same source (sha256); skipped")
         return prepared_dir(name, data_dir)
+    check_writable_data_dir(data_dir)  # before the arrays are read (seconds, for the shared)
     splits = read()
     kept = [split for split in prepared if split not in splits]
     all_splits = {split: _read_prepared(name, split, data_dir) for split in kept} | splits

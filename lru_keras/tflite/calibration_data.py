@@ -10,6 +10,7 @@ pixel range the datasets use, [0, 255].
 import numpy as np
 
 from lru_keras import data
+from lru_keras.data import pipeline
 from lru_keras.validation import require_positive_int
 
 # Measured on 14-LruNet-1x (kernels shared, equalized, MSE ranges; CIFAR-10 test accuracy,
@@ -58,22 +59,13 @@ def calibration_images(representative_data=None, *, dataset=None, image_shape, c
 
 
 def check_pixels(images, what="representative_data"):
-    """`images` if they are usable calibration pixels in [0, 255], else a ValueError saying
-    what is wrong: non-finite values, values outside [0, 255], images that all lie in [0, 1]
-    (pixels already scaled: the file would be calibrated for 1/255 of the real range) or one
-    constant value (nothing to measure a range on)."""
-    if not np.all(np.isfinite(images)):
-        raise ValueError(f"{what} contains NaN or infinite values.")
-    low, high = float(images.min()), float(images.max())
-    if low < 0 or high > 255:
-        raise ValueError(
-            f"{what} must be pixels in [0, 255] (the export maps them to the model's input "
-            f"range); these span [{low:g}, {high:g}].")
-    if high <= 1:
-        raise ValueError(
-            f"{what} spans [{low:g}, {high:g}]: pixels already scaled to [0, 1]? Calibration "
-            f"images are raw pixels in [0, 255] whatever range the model takes; multiply "
-            f"them by 255.")
+    """`images` if they are usable calibration pixels, else a ValueError saying what is wrong:
+    anything `lru_keras.data.pipeline.check_pixels` refuses (non-finite values, values outside
+    [0, 255]), images that all lie in [0, 1] (pixels already scaled: the file would be
+    calibrated for 1/255 of the real range, whatever range the model takes) or one constant
+    value (nothing to measure a range on)."""
+    pipeline.check_pixels(images, what, refuse_scaled=True)
+    low, high = float(np.min(images)), float(np.max(images))
     if low == high:
         raise ValueError(f"{what} holds one constant value ({low:g}) in every pixel: int8 "
                          f"calibration needs real images.")

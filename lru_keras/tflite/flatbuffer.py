@@ -45,7 +45,7 @@ def read(content):
         raise ValueError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
     try:
         return schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    except (struct.error, IndexError) as error:
+    except (struct.error, IndexError, TypeError) as error:  # TypeError: an offset out of range
         raise ValueError(f"a damaged or truncated TFLite flatbuffer ({len(content)} bytes: "
                          f"{error})") from None
 
@@ -353,9 +353,16 @@ def get_metadata(model, name):
 
 
 def read_metadata_json(content, name="spec"):
-    """The JSON metadata entry lru_keras wrote into a .tflite (None if absent)."""
+    """The JSON metadata entry lru_keras wrote into a .tflite (None if absent); ValueError if
+    the file or the entry is damaged."""
     raw = get_metadata(read(content), METADATA_PREFIX + name)
-    return None if raw is None else json.loads(raw.decode())
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw.decode())
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError both are
+        raise ValueError(f"its metadata {METADATA_PREFIX + name!r} is not valid JSON "
+                         f"({error})") from None
 
 
 def _is_zero_constant(model, tensor):

@@ -2,22 +2,25 @@
 
 `tf.lite.Interpreter` is deprecated; `ai_edge_litert.interpreter.Interpreter` gives the same
 results and applies the XNNPACK delegate by default. Images come
-in as the datasets deliver them (float32 pixels in [0, 255]); `TFLiteClassifier` maps them to
-the model's input range and dtype (the int8 scale and zero point are read from the model),
-and returns float scores (int8 outputs dequantized).
+in as the datasets deliver them (float32 pixels in [0, 255]; NaN, infinite or out-of-range
+pixels are refused); `TFLiteClassifier` maps them to the model's input range and dtype (the
+int8 scale and zero point are read from the model), and returns float scores (int8 outputs
+dequantized). A damaged file is refused naming it (`read_model_file`), never run.
 """
 
+import json
 import os
 import time
 
 import numpy as np
 
-from lru_keras import data
+from lru_keras import checksums, data
+from lru_keras.data import pipeline
 from lru_keras.evaluate import evaluate_batches
-from lru_keras.tflite import flatbuffer
+from lru_keras.tflite import flatbuffer, options
 from lru_keras.validation import require_int, require_positive_int
 
-DEFAULT_PIXEL_RANGE = (0.0, 255.0)
+DEFAULT_PIXEL_RANGE = pipeline.PIXEL_RANGE
 
 
 class TFLiteClassifier:
@@ -32,29 +35,31 @@ class TFLiteClassifier:
     """
 
     def __init__(self, model, num_threads=None, xnnpack=True, batch_size=1):
+        if isinstance(model, (bytes, bytearray)):
+            content, self.name, source = bytes(model), "model.tflite", "the .tflite bytes given"
+        else:
+            content = read_model_file(model)
+            self.name = os.path.basename(os.fspath(model))
+            source = f"TFLite model file {os.fspath(model)!r}"
+        try:  # the flatbuffer's checks, then LiteRT's own (ValueError or RuntimeError)
+            self._load(content, num_threads, xnnpack, batch_size)
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(f"{source} is not a usable TFLite classifier: {error}") from None
+
+    def _load(self, content, num_threads, xnnpack, batch_size):
+        """Reads the file's spec, makes the interpreter and sizes it for `batch_size`."""
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        if isinstance(model, (bytes, bytearray)):
-            content, self.name = bytes(model), "model.tflite"
-        else:
-            path = os.fspath(model)
-            if not os.path.isfile(path):
-                raise ValueError(f"TFLite model file {path!r} does not exist.")
-            with open(path, "rb") as f:
-                content = f.read()
-            self.name = os.path.basename(path)
-        try:
-            self.spec = flatbuffer.read_metadata_json(content) or {}
-        except ValueError as error:
-            raise ValueError(f"{self.name}: {error}") from None
+        self.spec = flatbuffer.read_metadata_json(content) or {}
         resolver = (OpResolverType.AUTO if xnnpack
                     else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         self.interpreter = Interpreter(model_content=content, num_threads=num_threads or 1,
                                        experimental_op_resolver_type=resolver)
-        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{self.name}: expected one input and one output, got "
-                             f"{len(inputs)} and {len(outputs)}.")
+            raise ValueError(f"expected one input and one output, got {len(inputs)} and "
+                             f"{len(outputs)}.")
         self.input, self.output = inputs[0], outputs[0]
         self.input_shape = tuple(int(d) for d in self.input["shape"][1:])
         self.input_dtype = np.dtype(self.input["dtype"])
@@ -72,8 +77,9 @@ class TFLiteClassifier:
             self.batch_size = batch_size
 
     def quantize_input(self, images):
-        """Float pixels in [0, 255] -> what the model's input takes (range and dtype)."""
-        x = np.asarray(images, np.float32)
+        """Float pixels in [0, 255] -> what the model's input takes (range and dtype);
+        ValueError for non-finite pixels or pixels outside [0, 255] (`check_pixels`)."""
+        x = np.asarray(pipeline.check_pixels(images, "images"), np.float32)
         low, high = self.pixel_range
         if (low, high) != DEFAULT_PIXEL_RANGE:
             x = x * ((high - low) / 255.0) + low
@@ -143,11 +149,50 @@ def evaluate_arrays(path, images, labels, *, dataset="arrays", split="given", ba
     if not len(labels):
         raise ValueError("evaluate_arrays: no images given")
     classifier.check_images(images.shape[1:], dataset)
+    pipeline.check_pixels(images, "images")  # all of them before the first batch runs
+    if (labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer)
+            or labels.min() < 0 or labels.max() >= classifier.classes):
+        raise ValueError(f"labels must be {len(images)} integers (one per image) in "
+                         f"0..{classifier.classes - 1}; got {labels.dtype} of shape "
+                         f"{labels.shape}" + (f", values {labels.min()}..{labels.max()}."
+                                              if labels.dtype.kind in "iuf" else "."))
     if dataset in data.DATASETS:
         _check_classes(classifier, data.info(dataset))
     batches = ((images[i:i + batch_size], labels[i:i + batch_size])
                for i in range(0, len(labels), batch_size))
     return _run(classifier, batches, len(labels), dataset, split, progress)
+
+
+def read_model_file(path):
+    """The bytes of a .tflite file; ValueError naming it if it is missing or not a file, or
+    if its bytes differ from the sha256 recorded beside it: in a `.sha256` sidecar, or in the
+    spec `<stem>.json` that `lru_keras.tflite.export` writes with it (a flipped byte in a
+    kernel still loads and silently changes the predictions)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"TFLite model file {path!r} "
+                         f"{'is not a file' if os.path.exists(path) else 'does not exist'}.")
+    checksums.check_sidecar(path, "TFLite model file")
+    spec_path = options.sidecar_paths(path)[1]
+    recorded = _recorded_spec(spec_path)
+    if recorded.get("file") == os.path.basename(path) and "sha256" in recorded:
+        try:
+            checksums.check(path, recorded["sha256"], "TFLite model file")
+        except checksums.ChecksumError as error:
+            raise checksums.ChecksumError(
+                f"{error} (The sha256 is recorded in {spec_path}, written with the file by its "
+                f"export: export the model again.)") from None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _recorded_spec(spec_path):
+    """The export's spec beside a .tflite ({} if there is none, or it is not such a spec)."""
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return spec if isinstance(spec, dict) else {}
 
 
 def compiled_model_outputs(path, inputs, *, weight_cache=None, num_threads=1):

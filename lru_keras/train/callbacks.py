@@ -7,10 +7,19 @@ at the end of every epoch it
 1. decides whether the validation accuracy improved (selection; never the test split),
 2. writes the full training state (weights + optimizer, incl. its step counter and so the
    learning-rate schedule) into a new state/epoch-NNNN/ directory, with the model-only
-   weights of the best epoch beside it when this epoch is the best,
-3. commits by atomically replacing state/latest.json (next epoch, history, best epoch, the
-   early-stopping counter): a run killed at any moment resumes from the last commit,
-4. publishes best.weights.h5, last.weights.h5, log.csv and curves.png from the commit.
+   weights of the best epoch beside it when this epoch is the best, and the epoch's commit
+   record (commit.json: next epoch, history, best epoch, the early-stopping counter, and the
+   sha256 of every file a resume reads),
+3. commits by atomically replacing state/latest.json with that record: a run killed at any
+   moment resumes from the last commit,
+4. publishes best.weights.h5, last.weights.h5 (each with its .sha256 sidecar), log.csv and
+   curves.png from the commit.
+
+The files of the last two commits are kept, so that a damaged last epoch costs one epoch, not
+the run. A resume (`read_state`) checks the
+sha256 of every file before loading anything; if the last commit is damaged (flipped bytes,
+a truncated file, a latest.json that is not JSON) it falls back to the newest intact earlier
+commit and says so, and refuses, naming the damaged file, when there is none.
 
 Keras's BackupAndRestore writes its weights and its epoch number in two steps (a kill between
 them resumes an epoch late) and its ModelCheckpoint forgets the best value on restart, so a
@@ -21,17 +30,20 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 
 import keras
 
-from lru_keras import atomic, progress
+from lru_keras import atomic, checksums, progress
 from lru_keras.train import run_dir
 
-LATEST = "latest.json"
+LATEST = run_dir.LATEST
 TRAIN_STATE = "train_state.weights.h5"
+COMMIT = "commit.json"
+EPOCH_DIR = re.compile(r"epoch-\d{4,}")
 
 
 def model_only(model) -> keras.Model:
@@ -95,15 +107,90 @@ class SynchronizeStatistics(keras.callbacks.Callback):
         self.synchronize()
 
 
-def read_state(paths: run_dir.RunPaths) -> dict | None:
-    """The last committed state (see `TrainingState`), or None."""
+def read_state(paths: run_dir.RunPaths, say=lambda message: None) -> dict | None:
+    """The newest committed state (see `TrainingState`) whose files are intact, or None when
+    nothing was committed.
+
+    Every file the state lists is checked against its recorded sha256 before anything is
+    loaded. A damaged last commit falls back to the newest intact earlier one (kept in the
+    epoch directories), and `say` is told what was damaged and where the run resumes; without
+    one, `DamagedFileError` names the damaged file and says how to start over.
+    """
     latest = paths.state / LATEST
-    return run_dir.read_json(latest) if latest.is_file() else None
+    if not latest.is_file():
+        return None
+    damage = []
+    newest_epoch = None
+    for source in [latest, *_epoch_commits(paths.state)]:
+        try:
+            state = _read_commit(source)
+            if newest_epoch is not None and state["epoch"] >= newest_epoch:
+                continue  # the last commit again (its copy), or an epoch it never committed
+            newest_epoch = newest_epoch or state["epoch"]
+            _check_files(paths.state, state, source)
+        except (run_dir.DamagedFileError, checksums.ChecksumError) as error:
+            damage.append(str(error))
+            continue
+        if damage:
+            say(f"{damage[0]} Resuming from the last intact commit instead: after epoch "
+                f"{state['epoch']} ({source}).")
+        return state
+    raise run_dir.DamagedFileError(
+        f"{damage[0]} No earlier intact commit to fall back to: delete (or move away) the run "
+        f"dir {str(paths.out)!r} to train from scratch.")
+
+
+def _epoch_commits(state_dir: Path) -> list[Path]:
+    """commit.json of each epoch directory, the newest first."""
+    names = sorted((p.name for p in state_dir.iterdir() if EPOCH_DIR.fullmatch(p.name)),
+                   key=lambda name: int(name.split("-")[1]), reverse=True)
+    return [state_dir / name / COMMIT for name in names if (state_dir / name / COMMIT).is_file()]
+
+
+# The fields of a commit record and their types.
+_FIELDS = {"epoch": int, "dir": str, "best_dir": (str, type(None)), "wait": int,
+           "stopped": bool, "history": list, "resumes": list, "files": dict}
+
+
+def _read_commit(path: Path) -> dict:
+    """The commit record in `path`, checked to be one (`DamagedFileError` naming it if not)."""
+    state = run_dir.read_json(path)
+    wrong = [name for name, kind in _FIELDS.items() if not _is(state.get(name), kind)]
+    if not wrong and not all(isinstance(k, str) and isinstance(v, str)
+                             for k, v in state["files"].items()):
+        wrong = ["files"]
+    if wrong or state["epoch"] < 1:
+        raise run_dir.DamagedFileError(
+            f"{path} is not a commit record of a training run (missing or invalid "
+            f"{wrong or ['epoch']}): it was damaged or written by another program.")
+    return state
+
+
+def _is(value, kind) -> bool:
+    """isinstance, except that True and False are not integers here."""
+    return isinstance(value, kind) and isinstance(value, bool) == (kind is bool)
+
+
+def _check_files(state_dir: Path, state: dict, source: Path) -> None:
+    """DamagedFileError or ChecksumError naming the first file of `state` (read from
+    `source`) that is missing or does not have its recorded sha256."""
+    needed = [f"{state['dir']}/{TRAIN_STATE}"]
+    if state["best_dir"] is not None:
+        needed.append(f"{state['best_dir']}/{run_dir.BEST}")
+    for name in needed:
+        path = state_dir / name
+        if name not in state["files"] or not EPOCH_DIR.fullmatch(name.split("/")[0]):
+            raise run_dir.DamagedFileError(f"{source}: the commit of epoch {state['epoch']} "
+                                           f"records no sha256 of {path}.")
+        if not path.is_file():
+            raise run_dir.DamagedFileError(f"training state file {path} is missing.")
+        checksums.check(path, state["files"][name], "training state file")
 
 
 def restore(model, paths: run_dir.RunPaths, state: dict) -> None:
-    """Load the committed weights and optimizer state into a compiled `model`, and publish the
-    committed best/last weights and log again (a kill may have cut their publication)."""
+    """Load the committed weights and optimizer state (checked by `read_state`) into a
+    compiled `model`, and publish the committed best/last weights and log again (a kill may
+    have cut their publication)."""
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(paths.state / state["dir"] / TRAIN_STATE)
@@ -133,7 +220,7 @@ class TrainingState(keras.callbacks.Callback):
         self.plot_title = plot_title
         self.state = dict(state) if state else {
             "epoch": 0, "dir": None, "best_dir": None, "best": None, "best_epoch": None,
-            "wait": 0, "stopped": False, "history": [], "resumes": []}
+            "wait": 0, "stopped": False, "history": [], "resumes": [], "files": {}}
 
     def on_train_begin(self, logs=None):
         self._weights_view = model_only(self.model)
@@ -164,26 +251,38 @@ class TrainingState(keras.callbacks.Callback):
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         self.model.save_weights(staging / TRAIN_STATE)
+        files = {f"{name}/{TRAIN_STATE}": checksums.sha256_of(staging / TRAIN_STATE)}
         if improved:
             self._weights_view.save_weights(staging / run_dir.BEST)
+            state["best_dir"] = name
+            files[f"{name}/{run_dir.BEST}"] = checksums.sha256_of(staging / run_dir.BEST)
+        elif state["best_dir"] is not None:
+            best = f"{state['best_dir']}/{run_dir.BEST}"
+            files[best] = state["files"][best]
+        state["dir"] = name
+        state["files"] = files
+        run_dir.write_json(staging / COMMIT, state)
         final = self.paths.state / name
         shutil.rmtree(final, ignore_errors=True)  # left by an epoch that was never committed
         os.replace(staging, final)
-        state["dir"] = name
-        if improved:
-            state["best_dir"] = name
         run_dir.write_json(self.paths.state / LATEST, state)  # the commit
-        self.state = state
+        previous, self.state = self.state, state
         _publish(self._weights_view, self.paths, state, self.plot_title)
-        _remove_uncommitted(self.paths.state, keep={state["dir"], state["best_dir"]})
+        _remove_uncommitted(self.paths.state, keep={
+            previous["dir"], previous["best_dir"], state["dir"], state["best_dir"]})
 
 
 def _publish(weights_view, paths, state, plot_title):
-    """best.weights.h5, last.weights.h5, log.csv and curves.png from the committed state."""
+    """best.weights.h5, last.weights.h5 (each with its .sha256 sidecar, which the zoo's
+    loaders check), log.csv and curves.png from the committed state. A kill between a file
+    and its sidecar leaves them disagreeing until the same command runs again: it resumes
+    and publishes again."""
     if state.get("best_dir"):
         _copy_atomic(paths.state / state["best_dir"] / run_dir.BEST, paths.best)
+        checksums.write_sidecar(paths.best)
     with atomic.replacing(paths.last) as temporary:
         weights_view.save_weights(temporary)
+    checksums.write_sidecar(paths.last)
     run_dir.write_csv(paths.log, state["history"])
     if plot_title is not None and state["history"]:
         run_dir.plot_curves(paths.curves, state["history"], plot_title,

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
 import numbers
 
 from lru_keras import data
@@ -22,6 +23,15 @@ from lru_keras import zoo
 # Fields that change how a run is executed, not what it computes: a run may be resumed with
 # other values (e.g. on another machine, with another number of devices).
 RUNTIME_FIELDS = ("run_dir", "data_dir", "verbose", "strategy", "cpu_devices", "jit_compile")
+# Upper bounds that no real run reaches, so that a typo (an extra zero, 10**9) is refused at
+# once instead of running for days or exhausting memory. The paper trains 300 epochs; 10,000
+# epochs of even Fashion-MNIST take days on a GPU.
+MAX_EPOCHS = 10_000
+# MirroredStrategy over logical CPU devices is for testing without GPUs; each device is a full
+# TensorFlow device with its own threads, and a few are enough to test with.
+MAX_CPU_DEVICES = 64
+# The seeds NumPy (and so keras.utils.set_random_seed) accepts.
+MAX_SEED = 2**32 - 1
 # Builder arguments that the training run sets itself.
 RESERVED_MODEL_ARGS = ("classes", "input_shape", "weights", "dropout", "include_top",
                        "input_tensor", "classifier_activation", "pooling", "name")
@@ -184,12 +194,15 @@ def jsonable(values):
 
 
 def _check(config: TrainConfig) -> None:
-    require_positive_int("epochs", config.epochs)
-    require_positive_int("batch_size", config.batch_size)
+    require_at_most("epochs", require_positive_int("epochs", config.epochs), MAX_EPOCHS)
+    require_positive_int("batch_size", config.batch_size)  # its bound: fit.check_batch_size
     _positive_number("learning_rate", config.learning_rate)
     if config.schedule not in recipes.SCHEDULES:
         raise ValueError(f"schedule={config.schedule!r} is not one of {list(recipes.SCHEDULES)}")
     _number_at_least("warmup_epochs", config.warmup_epochs, 0)
+    if config.warmup_epochs > config.epochs:
+        raise ValueError(f"warmup_epochs={config.warmup_epochs!r} is longer than the run "
+                         f"(epochs={config.epochs}); use at most {config.epochs}")
     _number_at_least("weight_decay", config.weight_decay, 0)
     if not isinstance(config.momentum, numbers.Real) or not 0 <= config.momentum < 1:
         raise ValueError(f"momentum={config.momentum!r} must be a number in [0, 1)")
@@ -205,13 +218,15 @@ def _check(config: TrainConfig) -> None:
     for field in ("train_images", "test_images"):
         if getattr(config, field) is not None:
             require_positive_int(field, getattr(config, field))
-    if isinstance(config.seed, bool) or not isinstance(config.seed, numbers.Integral):
-        raise ValueError(f"seed={config.seed!r} must be an integer")
+    if require_int("seed", config.seed, 0) > MAX_SEED:
+        raise ValueError(f"seed={config.seed!r} must be an integer in 0..{MAX_SEED} (the "
+                         f"seeds NumPy takes)")
     if config.strategy not in distribute.STRATEGIES:
         raise ValueError(f"strategy={config.strategy!r} is not one of "
                          f"{list(distribute.STRATEGIES)}")
     if config.cpu_devices is not None:
-        require_positive_int("cpu_devices", config.cpu_devices)
+        require_at_most("cpu_devices",
+                        require_positive_int("cpu_devices", config.cpu_devices), MAX_CPU_DEVICES)
         if config.strategy != "mirrored":
             raise ValueError(f"cpu_devices={config.cpu_devices} only goes with "
                              f"strategy='mirrored' (got strategy={config.strategy!r})")
@@ -234,10 +249,24 @@ def _check(config: TrainConfig) -> None:
 
 
 def _positive_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"{name}={value!r} must be a positive number")
+    if not _finite(value) or not value > 0:
+        raise ValueError(f"{name}={value!r} must be a finite positive number")
 
 
 def _number_at_least(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= low:
-        raise ValueError(f"{name}={value!r} must be a number >= {low}")
+    if not _finite(value) or not value >= low:
+        raise ValueError(f"{name}={value!r} must be a finite number >= {low}")
+
+
+def _finite(value) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, numbers.Real)
+            and math.isfinite(value))
+
+
+def require_at_most(name, value, limit):
+    """`value`, or a ValueError naming `name` and `limit` if it is above that bound (one no
+    real run or search reaches; see MAX_EPOCHS)."""
+    if value > limit:
+        raise ValueError(f"{name}={value!r} is more than the limit of {limit:,}; no real run "
+                         f"needs that many (a typo?)")
+    return value

@@ -28,7 +28,7 @@ import time
 import keras
 import numpy as np
 
-from lru_keras import __version__, analysis, data, zoo
+from lru_keras import __version__, analysis, checksums, data, zoo
 from lru_keras.progress import Ticker
 from lru_keras.train import callbacks, distribute, recipes, run_dir, splits
 from lru_keras.train import config as config_module
@@ -36,6 +36,8 @@ from lru_keras.train.config import TrainConfig
 from lru_keras.train.optimizer import CoupledSGD
 
 DEFAULT_RUNS_DIR = "runs"
+SUMMARY_ADVICE = ("Delete it and run the same command again: the run is complete, and it "
+                  "tests the best weights again and writes a new summary.")
 
 
 def train(config: TrainConfig | None = None, **options) -> dict:
@@ -54,11 +56,15 @@ def train(config: TrainConfig | None = None, **options) -> dict:
     status = run_dir.check(paths, identity)
     say = print if role.is_chief else (lambda *args, **kwargs: None)
     if status == "complete":
-        summary = run_dir.read_json(paths.summary)
+        summary = run_dir.read_json(paths.summary, SUMMARY_ADVICE)
         say(f"{paths.root}: this run is complete (test accuracy "
             f"{summary['test_accuracy']:.4f}); nothing to do.")
         return summary
+    run_dir.check_writable(paths.out, "run dir")
+    state = callbacks.read_state(paths, say)  # every file checked before anything is loaded
 
+    # Everything that can refuse the configuration comes before `run_dir.record`, the first
+    # write: a failed command leaves no record that would refuse the corrected one.
     strategy = distribute.make_strategy(config.strategy, config.cpu_devices)
     gpus = distribute.gpu_count()
     policy = distribute.resolve_precision(config.mixed_precision, gpus)
@@ -72,8 +78,6 @@ def train(config: TrainConfig | None = None, **options) -> dict:
                    "tensorflow": _tf_version(), "python": platform.python_version(),
                    "gpus": gpus, "replicas": replicas, "workers": role.workers,
                    "mixed_precision": policy, "jit_compile": jit_compile}
-    run_dir.record(paths, config_module.jsonable(config.to_dict()), identity, plan.to_dict(),
-                   environment)
 
     spec = data.info(config.dataset)
     drop_remainder = replicas > 1  # never give a replica an empty batch to normalise
@@ -89,8 +93,9 @@ def train(config: TrainConfig | None = None, **options) -> dict:
             transfer = _transfer(model, source, config.weights) if source is not None else None
             compile_model(model, config, steps_per_epoch, jit_compile)
         distribute.adapt_model(model, strategy, _example_batch(spec))
+        run_dir.record(paths, config_module.jsonable(config.to_dict()), identity,
+                       plan.to_dict(), environment)
 
-        state = callbacks.read_state(paths)
         if state is not None:
             callbacks.restore(model, paths, state)
             state["resumes"] = [*state.get("resumes", []), state["epoch"]]
@@ -147,6 +152,7 @@ def train(config: TrainConfig | None = None, **options) -> dict:
             # The selected weights, evaluated once on the test split.
             ticker.say(f"testing the weights of epoch {state['best_epoch'] + 1} on "
                        f"{plan.test_images} images")
+            checksums.check_sidecar(paths.best, "best weights")
             callbacks.model_only(model).load_weights(paths.best)
             test_data = distribute.shard_by_data(data.load(
                 config.dataset, plan.test, batch_size=config.batch_size,

@@ -13,7 +13,9 @@ Layout (`RunPaths`):
     workers/<role>/    the same files for each non-chief worker of a multi-worker run
 
 A directory whose config.json describes another configuration, or which holds files that no
-run writes, is refused before anything is written in it.
+run writes, is refused before anything is written in it, unless the run recorded there never
+committed an epoch (see `check`). Every JSON file a run reads back is checked as it is read:
+one that is not a JSON object (cut short, bytes flipped) is a `DamagedFileError` naming it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-from lru_keras import atomic
+from lru_keras import atomic, checksums
 
 CONFIG = "config.json"
 LOG = "log.csv"
@@ -35,11 +39,20 @@ LAST = "last.weights.h5"
 CURVES = "curves.png"
 SUMMARY = "summary.json"
 WORKERS = "workers"
-ARTIFACTS = {CONFIG, LOG, TENSORBOARD, STATE, BEST, LAST, CURVES, SUMMARY, WORKERS}
+LATEST = "latest.json"  # in state/: the last committed epoch (lru_keras.train.callbacks)
+ARTIFACTS = {CONFIG, LOG, TENSORBOARD, STATE, BEST, LAST, CURVES, SUMMARY, WORKERS,
+             *(checksums.sidecar_path(name).name for name in (BEST, LAST))}
+# What exists only once a run has committed an epoch (or finished).
+COMMITTED = (f"{STATE}/{LATEST}", LOG, BEST, LAST, SUMMARY)
 
 
 class RunDirConflictError(ValueError):
     """The run directory belongs to another configuration (or is not a run directory)."""
+
+
+class DamagedFileError(ValueError):
+    """A file that a run or search wrote and reads back is not what it wrote: not valid JSON,
+    cut short, or without the sha256 recorded for it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +81,17 @@ def paths_for(run_dir: str | os.PathLike, role) -> RunPaths:
 def check(paths: RunPaths, identity: dict) -> str:
     """Refuse a directory of another run; return "new", "resume" or "complete".
 
-    Reads only. `identity` is `config.identity(resolved config)`.
+    Reads only. `identity` is `config.identity(resolved config)`. A config.json of another
+    configuration in a directory without any committed epoch is no conflict: the attempt
+    that wrote it failed before it trained anything (a crash or Ctrl-C in its first epoch),
+    and refusing would leave the user a directory that only the failed command can use.
+    `record` replaces it.
     """
     for directory in dict.fromkeys((paths.root, paths.out)):
         recorded = read_record(directory, CONFIG, RunDirConflictError, "run dir")
         if recorded is not None:
             stored = recorded.get("identity")
-            if stored != identity:
+            if stored != identity and has_commits(directory):
                 raise RunDirConflictError(
                     f"run dir {str(directory)!r} belongs to another configuration "
                     f"({_differences(stored, identity)}); refusing to resume into it. Use "
@@ -89,9 +106,38 @@ def check(paths: RunPaths, identity: dict) -> str:
                     f"it. Choose an empty or new directory.")
     if paths.summary.is_file():
         return "complete"
-    if (paths.state / "latest.json").is_file():
+    if (paths.state / LATEST).is_file():
         return "resume"
     return "new"
+
+
+def has_commits(directory: Path) -> bool:
+    """Whether the run in `directory` has committed an epoch (or published anything)."""
+    return any((directory / name).exists() for name in COMMITTED)
+
+
+def check_writable(directory: Path, label: str) -> None:
+    """ValueError naming `directory` unless a run (or search, `label` says which) can write
+    there: it is a directory, or can be made one, and a file can be created in it (while it
+    does not exist: in the nearest folder above it that does). Checked before any work, so
+    that a read-only or mistyped directory fails at once rather than after the first epoch.
+    """
+    directory = Path(directory).absolute()
+    existing = directory
+    while not existing.exists() and not existing.is_symlink():
+        existing = existing.parent
+    if not existing.is_dir():
+        where = ("exists and is not a directory" if existing == directory
+                 else f"cannot be created: {str(existing)!r} is not a directory")
+        raise ValueError(f"{label} {str(directory)!r} {where}")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-probe.", dir=existing)
+    except OSError as error:
+        where = "" if existing == directory else f" (checked in {str(existing)!r})"
+        raise ValueError(f"{label} {str(directory)!r} is not writable: {error.strerror}"
+                         f"{where}. Choose a directory you can write to.") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def read_record(directory: Path, name: str, error: type, label: str) -> dict | None:
@@ -101,14 +147,27 @@ def read_record(directory: Path, name: str, error: type, label: str) -> dict | N
     if directory.exists() and not directory.is_dir():
         raise error(f"{label} {str(directory)!r} exists and is not a directory")
     path = directory / name
-    return read_json(path) if path.is_file() else None
+    return read_json(path, _RECORD_ADVICE.format(label=label)) if path.is_file() else None
+
+
+_RECORD_ADVICE = ("It records what the {label} holds: restore it from a backup, or delete the "
+                  "{label} to start over.")
 
 
 def record(paths: RunPaths, config: dict, identity: dict, plan: dict, environment: dict) -> None:
-    """Write config.json (first start), or check that the data splits are still the same."""
+    """Write config.json, or check that the data splits of a run with committed epochs are
+    still the same. Called once the whole configuration has been checked (model built,
+    weights found, data prepared), so that a command that fails leaves no record behind.
+
+    Without a committed epoch the run starts afresh: a record and TensorBoard events left by
+    an attempt that failed in its first epoch are replaced (`check` explains why).
+    """
     paths.out.mkdir(parents=True, exist_ok=True)
-    if paths.config.is_file():
-        stored = read_json(paths.config)
+    if not has_commits(paths.out):
+        for leftover in (paths.tensorboard, paths.state):
+            shutil.rmtree(leftover, ignore_errors=True)
+    elif paths.config.is_file():
+        stored = read_json(paths.config, _RECORD_ADVICE.format(label="run dir"))
         if stored.get("data") != plan:
             raise RunDirConflictError(
                 f"run dir {str(paths.out)!r} was trained on other data splits "
@@ -133,9 +192,20 @@ def _brief(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def read_json(path: str | os.PathLike) -> dict:
-    with open(path) as f:
-        return json.load(f)
+def read_json(path: str | os.PathLike, advice: str = "") -> dict:
+    """The JSON object in the file `path`; `DamagedFileError` naming the file (followed by
+    `advice`, what the user can do) if it is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DamagedFileError(f"{os.fspath(path)} is not valid JSON ({error}): it was cut "
+                               f"short or damaged. {advice}".rstrip()) from None
+    if not isinstance(value, dict):
+        raise DamagedFileError(f"{os.fspath(path)} holds {type(value).__name__} JSON, not the "
+                               f"object written there: it was damaged or replaced. "
+                               f"{advice}".rstrip())
+    return value
 
 
 def write_json(path: str | os.PathLike, value) -> None:

@@ -75,13 +75,10 @@ def plan_splits(dataset: str, *, validation: int | None = None, train_images: in
         raise ValueError(f"test_images={test_images} is more than the {test_size} images of "
                          f"{dataset}'s test split")
     chunks = _chunks(train_size)
+    held_out = _shares(validation, len(chunks))
+    room = [end - start - n_val for (start, end), n_val in zip(chunks, held_out)]
     train_pieces, validation_pieces = [], []
-    for (start, end), n_val, n_train in zip(chunks, _shares(validation, len(chunks)),
-                                            _shares(train_images, len(chunks))):
-        if n_val + n_train > end - start:  # only if sizes are not divisible; keep the counts
-            raise ValueError(f"cannot spread {validation} validation and {train_images} "
-                             f"training images over {train_size} images in {len(chunks)} "
-                             f"chunks; choose smaller numbers")
+    for (start, end), n_val, n_train in zip(chunks, held_out, _fill(train_images, room)):
         train_pieces.append((start, start + n_train))
         validation_pieces.append((end - n_val, end))
     test_pieces = [(start, start + n) for (start, _), n in
@@ -104,6 +101,18 @@ def _chunks(size: int) -> list[tuple[int, int]]:
 def _shares(total: int, parts: int) -> list[int]:
     """`total` spread over `parts` as evenly as integers allow (sizes differ by at most 1)."""
     return [(i + 1) * total // parts - i * total // parts for i in range(parts)]
+
+
+def _fill(total: int, room: list[int]) -> list[int]:
+    """`total` (at most `sum(room)`) spread over the parts in proportion to the room each has
+    left after the validation images, so that none gets more than its room (the floors of
+    consecutive cumulative shares differ by at most the room between them); with equal room
+    the same as `_shares`."""
+    capacity, bounds, filled = sum(room), [0], 0
+    for size in room:
+        filled += size
+        bounds.append(total * filled // capacity)
+    return [b - a for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _split_string(split: str, pieces, size: int) -> str:

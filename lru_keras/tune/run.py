@@ -20,7 +20,9 @@ oracle records it as ended, so the next run of the same search retries it.
 
 Resuming: the same configuration in the same project directory reloads KerasTuner's state
 (`overwrite=False`): finished trials are kept, an interrupted one runs again, and
-`max_trials` may be raised to extend a finished search.
+`max_trials` may be raised to extend a finished search. Every JSON file of the search that is
+read back and is damaged is refused naming the file; each trial's checkpoint and the best
+model get a .sha256 sidecar, checked before they are loaded.
 
 Distributed (KerasTuner's own mode): start the same search in several processes that share
 the project directory, with KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT set in all of them
@@ -44,7 +46,7 @@ from pathlib import Path
 import keras
 import keras_tuner
 
-from lru_keras import atomic, data
+from lru_keras import atomic, checksums, data
 from lru_keras.train import callbacks as train_callbacks
 from lru_keras.train import check_batch_size, distribute, run_dir, splits
 from lru_keras.train import config as train_config
@@ -59,10 +61,16 @@ INFEASIBLE_SCORE = -1.0
 VALIDATION_METRIC = "val_accuracy"
 TUNERS = ("random", "bayesian", "hyperband")
 DEFAULT_MAX_TRIALS = 10
+# No real search runs more: the default space holds 288 configurations, each trial trains at
+# least an epoch, and KerasTuner rewrites its whole oracle state after every trial.
+MAX_TRIALS = 1_000
 DEFAULT_PROJECTS_DIR = "tune"
 SEARCH_FILE = "search.json"
 BEST_MODEL = "best_model.keras"
 BEST_HYPERPARAMETERS = "best_hyperparameters.json"
+# What to do about a damaged file of the search's saved state.
+STATE_ADVICE = ("It is part of the search's saved state: delete the project dir, or run with "
+                "overwrite=True (--overwrite), to start the search over.")
 CALIBRATION_IMAGES = 64
 # Fields that change how a search runs, not what it computes: a search may be resumed (or
 # extended, for max_trials) with other values.
@@ -153,7 +161,8 @@ def resolve(config: SearchConfig) -> tuple[SearchConfig, train_config.TrainConfi
         raise ValueError(f"tuner={config.tuner!r} is not a known tuner; expected one of "
                          f"{list(TUNERS)}")
     if config.max_trials is not None:
-        require_positive_int("max_trials", config.max_trials)
+        train_config.require_at_most(
+            "max_trials", require_positive_int("max_trials", config.max_trials), MAX_TRIALS)
     require_int("seed", config.seed, 0)
     space = config.space
     if isinstance(space, dict):
@@ -187,12 +196,18 @@ def default_project_dir(config: SearchConfig) -> str:
                         f"lrunet-{config.dataset}-{config.tuner}-{digest[:8]}")
 
 
-def check_project(project: Path, expected: dict) -> None:
-    """Refuse a project directory of another search, or one holding files of no search."""
+def check_project(project: Path, expected: dict) -> bool:
+    """Refuse a project directory of another search, or one holding files of no search.
+    Returns whether the search must start over there: a directory of another search in which
+    no trial completed is replaced rather than refused (its attempt failed in its first
+    trial, and refusing would leave the user a directory only the failed command can use;
+    as `lru_keras.train.run_dir.check` does for a run without a committed epoch)."""
     recorded = run_dir.read_record(project, SEARCH_FILE, SearchConflictError, "project dir")
     if recorded is not None:
         stored = recorded.get("identity") or {}
         if stored != expected:
+            if not _any_trial_completed(project):
+                return True
             changed = sorted(k for k in set(stored) | set(expected)
                              if stored.get(k) != expected.get(k))
             raise SearchConflictError(
@@ -202,6 +217,12 @@ def check_project(project: Path, expected: dict) -> None:
     elif project.exists() and any(not p.name.startswith(".") for p in project.iterdir()):
         raise SearchConflictError(f"project dir {str(project)!r} is not empty and holds no "
                                   f"{SEARCH_FILE}; choose an empty or new directory")
+    return False
+
+
+def _any_trial_completed(project: Path) -> bool:
+    return any(run_dir.read_json(path, STATE_ADVICE).get("status") == "COMPLETED"
+               for path in project.glob("trial_*/trial.json"))
 
 
 def search(config: SearchConfig | None = None, *, overwrite: bool = False,
@@ -218,12 +239,15 @@ def search(config: SearchConfig | None = None, *, overwrite: bool = False,
     config, training = resolve(config)
     this_role = role()
     project = Path(config.project_dir or default_project_dir(config)).expanduser().absolute()
+    run_dir.check_writable(project, "project dir")
     plan = splits.plan_splits(config.dataset, validation=config.validation,
                               train_images=config.train_images, data_dir=config.data_dir)
     check_batch_size(training.batch_size, plan.train_images, 1)
     expected = {**identity(config), "data": plan.to_dict()}
     if not overwrite:
-        check_project(project, expected)
+        # Only the chief (or the only process) starts over: a worker deleting the project
+        # dir would delete the state the chief has begun to write.
+        overwrite = check_project(project, expected) and this_role != "worker"
 
     steps_per_epoch = math.ceil(plan.train_images / training.batch_size)
     jit_compile = distribute.resolve_jit(training.jit_compile, distribute.gpu_count())
@@ -240,7 +264,7 @@ def search(config: SearchConfig | None = None, *, overwrite: bool = False,
         return measure(model, config.budget, workdir=workdir, calibration_images=calibration,
                        dataset=config.dataset, data_dir=config.data_dir)
 
-    with atomic_state_files():
+    with tuner_state_files():
         tuner = make_tuner(config, hypermodel, measure_trial, project, overwrite)
         if this_role != "worker":
             run_dir.write_json(project / SEARCH_FILE, {"identity": expected,
@@ -355,9 +379,23 @@ class _BudgetedTuner:
         metrics = {key: float(value) for key, value in measured.items() if value is not None}
         if self.budget.violations(measured):
             return {OBJECTIVE: INFEASIBLE_SCORE, report.INFEASIBLE_METRIC: 1.0, **metrics}
+        continued = trial.hyperparameters.values.get("tuner/trial_id")  # Hyperband's
+        if continued is not None:
+            self._check_checkpoint(continued)
         fit_callbacks = [*kwargs.pop("callbacks", []), _ScoreFromValidation()]
         histories = super().run_trial(trial, *args, callbacks=fit_callbacks, **kwargs)
+        checksums.write_sidecar(self._get_checkpoint_fname(trial.trial_id))
         return {**_best_epoch(histories[-1]), report.INFEASIBLE_METRIC: 0.0, **metrics}
+
+    def load_model(self, trial):
+        self._check_checkpoint(trial.trial_id)
+        return super().load_model(trial)
+
+    def _check_checkpoint(self, trial_id):
+        """ChecksumError naming the checkpoint of trial `trial_id` unless it has the sha256
+        of its sidecar, written when the trial finished."""
+        checksums.check_sidecar(self._get_checkpoint_fname(trial_id),
+                                f"checkpoint of trial {trial_id}")
 
     def on_trial_end(self, trial):
         if trial.status != "COMPLETED":  # raised inside the trial; KerasTuner caught it
@@ -395,28 +433,33 @@ class BudgetedHyperband(_BudgetedTuner, keras_tuner.Hyperband):
 
 
 @contextlib.contextmanager
-def atomic_state_files():
-    """Within it, KerasTuner's state files (tuner0.json, oracle.json, trial_*/trial.json) are
-    written atomically (`run_dir.write_json`: a temporary file renamed over the target).
+def tuner_state_files():
+    """Within it, KerasTuner's JSON files (tuner0.json, oracle.json, trial_*/trial.json,
+    build_config.json) are written atomically (a temporary file renamed over the target) and
+    read with a clear error naming a damaged file (`run_dir.read_json`).
 
     KerasTuner writes them in place, so a search killed mid-write left an empty tuner0.json
-    and the same command could not resume ("Expecting value: line 1 column 1"). All three
-    are `Stateful.save`, replaced here while a search runs and restored afterwards.
+    and the same command could not resume ("Expecting value: line 1 column 1", naming no
+    file). All of them go through KerasTuner's `utils.save_json` and `utils.load_json`,
+    replaced here while a search runs and restored afterwards.
     """
-    from keras_tuner.src.engine import stateful
+    from keras_tuner.src import utils
 
-    in_place = stateful.Stateful.save
+    in_place = utils.save_json, utils.load_json
 
-    def save(self, fname):
-        state = self.get_state()
-        run_dir.write_json(fname, state)
-        return json.dumps(state)  # what Stateful.save returns
+    def save_json(path, value):
+        text = json.dumps(value)
+        atomic.write_text(path, text)
+        return text  # what KerasTuner's save_json returns
 
-    stateful.Stateful.save = save
+    def load_json(path):
+        return run_dir.read_json(path, STATE_ADVICE)
+
+    utils.save_json, utils.load_json = save_json, load_json
     try:
         yield
     finally:
-        stateful.Stateful.save = in_place
+        utils.save_json, utils.load_json = in_place
 
 
 @contextlib.contextmanager
@@ -452,11 +495,12 @@ def _best_hyperparameters(best: dict, hypermodel: LruNetHyperModel, trial,
 
 
 def _save_best(project: Path, model, hyperparameters: dict) -> dict:
-    """best_model.keras (the trained model, without optimizer) and best_hyperparameters.json,
-    each written atomically."""
+    """best_model.keras (the trained model, without optimizer, with its .sha256 sidecar) and
+    best_hyperparameters.json, each written atomically."""
     path = project / BEST_MODEL
     with atomic.replacing(path) as temporary:
         train_callbacks.model_only(model).save(temporary)
+    checksums.write_sidecar(path)
     run_dir.write_json(project / BEST_HYPERPARAMETERS, hyperparameters)
     return {"best_model": str(path), "best_hyperparameters": str(project / BEST_HYPERPARAMETERS)}
 

@@ -5,17 +5,19 @@ Model code and weight metadata are kept apart (as in timm): `zoo/manifest.json`,
 dataset, input contract (shape, pixel range), the names of its stem and classifier layers,
 sha256 and recorded accuracy. The files ship inside the package (`lru_keras.weights`,
 mapped from the top-level `zoo/` folder by setup.cfg), so `weights="cifar10"` resolves offline.
-Loading checks the sha256 first and refuses a corrupt or mismatched file before any variable
-is touched. This module imports no model family: a headless load gets its builder from
+Loading checks the sha256 first (a user's own file: against its `.sha256` sidecar, when it
+has one) and refuses a corrupt or mismatched file, naming it, before any variable is touched;
+`save_weights` writes a user's file with its sidecar. This module imports no model family: a headless load gets its builder from
 `lru_keras.zoo.registry`.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
+from lru_keras import atomic, checksums
 from lru_keras.zoo import registry
 
 MANIFEST = "manifest.json"
@@ -112,13 +114,15 @@ def resolve(weights, builder, include_top, classes, input_shape, **architecture)
     """Finds the weights entry for a builder call, or raises a ValueError naming what fits.
 
     `weights` is a dataset name of the registry, a registered weights name, or a path to a
-    `.weights.h5` file (loaded without a hash, for the user's own checkpoints).
+    `.weights.h5` file (the user's own checkpoint: checked against its `.sha256` sidecar
+    when it has one, as `save_weights` and training runs write).
     """
     entries = list_weights(builder=builder)
     datasets = sorted({e.dataset for e in entries})
     if isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".weights.h5"):
         if not os.path.isfile(weights):
-            raise ValueError(f"`weights` file {str(weights)!r} does not exist.")
+            problem = "is not a file" if os.path.exists(weights) else "does not exist"
+            raise ValueError(f"`weights` file {str(weights)!r} {problem}.")
         return WeightsEntry(
             name=os.path.basename(str(weights)), builder=builder, dataset=None,
             arguments=architecture, classes=classes, input_shape=input_shape,
@@ -164,27 +168,19 @@ def resolve(weights, builder, include_top, classes, input_shape, **architecture)
     return entry
 
 
-def sha256_of(path):
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(entry):
-    """Raises ValueError unless the entry's file exists and has the recorded sha256."""
+    """The path of the entry's file if it exists and has the sha256 recorded for it (in the
+    manifest for registered weights, in a `.sha256` sidecar for a user's file that has one),
+    else a ValueError naming the file (`checksums.ChecksumError` for other bytes)."""
     path = entry.path()
     if not path.is_file():
         raise ValueError(f"Weights file for {entry.name!r} is missing: {path}.")
     if entry.sha256 is not None:
-        actual = sha256_of(path)
-        if actual != entry.sha256:
-            raise ValueError(
-                f"Weights file {path} is corrupt or not the registered one: sha256 {actual}, "
-                f"expected {entry.sha256}. Nothing was loaded; reinstall lru_keras."
-            )
+        try:
+            checksums.check(path, entry.sha256, "registered weights file")
+        except checksums.ChecksumError as error:
+            raise checksums.ChecksumError(f"{error} Reinstall lru_keras.") from None
+    checksums.check_sidecar(path, "weights file")
     return path
 
 
@@ -208,46 +204,133 @@ def load_into(model, entry, include_top=True):
             layer.set_weights(full.get_layer(layer.name).get_weights())
 
 
+def save_weights(model, path):
+    """Saves `model`'s weights to the `.weights.h5` file `path`, atomically, and beside it
+    the `.sha256` sidecar that every load checks (a flipped byte in an HDF5 weights file
+    loads without complaint otherwise). `path` is checked first (`check_save_path`).
+    Returns it as a Path."""
+    path = check_save_path(path)
+    with atomic.replacing(path) as temporary:
+        model.save_weights(temporary)
+    checksums.write_sidecar(path)
+    return path
+
+
+def check_save_path(path, what="weights file"):
+    """`path` as a Path if a weights file and its sidecar can be written there, else a
+    ValueError naming `what` and the path: before any long work whose result goes there."""
+    path = Path(os.fspath(path))
+    if not path.name.endswith(".weights.h5"):
+        raise ValueError(f"{what} {str(path)!r} must end in .weights.h5 (Keras's weights "
+                         f"format).")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what} {str(path)!r}: folder {str(parent)!r} does not exist.")
+    for target in (path, checksums.sidecar_path(path)):
+        if target.is_dir():
+            raise ValueError(f"{what} {str(target)!r} is a directory.")
+        if target.exists() and not os.access(target, os.W_OK):
+            raise ValueError(f"{what} {str(target)!r} exists and is not writable.")
+    try:  # the one test of a folder's writability that holds for every user and file system
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as error:
+        raise ValueError(f"{what} {str(path)!r} is not writable: {error.strerror} "
+                         f"({str(parent)!r}).") from None
+    os.close(handle)
+    os.unlink(probe)
+    return path
+
+
 def _load_strict(model, path):
     """`model.load_weights` that refuses a file whose variables differ in any way.
 
     Keras ignores variables a file has but the model lacks (e.g. weights of N=2 load into
     N=1 without a word), so the file's variable layout is compared first with the layout the
-    model itself saves.
+    model itself saves. The error names the file and the first layer (in the model's order)
+    whose variables differ.
     """
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         reference = os.path.join(tmp, "layout.weights.h5")
         model.save_weights(reference)
-        expected = _h5_layout(reference)
+        expected, model_layers = _h5_layout(reference)
+    stored, file_layers = _h5_layout(path)
     # A file saved from a compiled model also holds the optimizer's state (Keras saves it in
     # `.weights.h5`): that is not part of the network, and a built model has none to receive.
-    stored = {key: shape for key, shape in _h5_layout(path).items()
-              if not key.startswith("optimizer/")}
+    stored = {key: shape for key, shape in stored.items() if not key.startswith("optimizer/")}
     if stored != expected:
         missing = sorted(set(expected) - set(stored))[:3]
         extra = sorted(set(stored) - set(expected))[:3]
         shapes = sorted(k for k in set(stored) & set(expected) if stored[k] != expected[k])[:3]
+        layer, detail = _first_difference(model, expected, stored, model_layers, file_layers)
         raise ValueError(
-            f"Weights file {path} does not fit model {model.name!r}: nothing was loaded. "
-            f"Variables missing from the file: {missing}; not in the model: {extra}; "
-            f"shape differences: {[(k, stored[k], expected[k]) for k in shapes]}."
+            f"Weights file {path} does not fit model {model.name!r}: nothing was loaded. The "
+            f"first layer that differs is {layer!r}: {detail}. Variables missing from the "
+            f"file: {missing}; not in the model: {extra}; shape differences: "
+            f"{[(k, stored[k], expected[k]) for k in shapes]}."
         )
-    model.load_weights(path)
+    try:
+        model.load_weights(path)
+    except (OSError, KeyError, RuntimeError, ValueError) as error:
+        raise ValueError(f"Weights file {path} could not be read: {error}. Check it, or load "
+                         f"another copy.") from None
+
+
+def _first_difference(model, expected, stored, model_layers, file_layers):
+    """(layer name, what differs) of the first layer, in `model.layers` order, whose
+    variables differ between the model's layout `expected` and the file's `stored`.
+
+    Keras addresses a layer in a weights file by its class and position
+    ("layers/lru_block_1/..."), and records the layer's name beside it; the name comes from
+    the model where it has that address, else from the file.
+    """
+    def group(key):
+        return "/".join(key.split("/")[:2])
+
+    differing = {group(k) for k in set(expected) ^ set(stored)}
+    differing |= {group(k) for k in set(expected) & set(stored) if expected[k] != stored[k]}
+    order = {layer.name: i for i, layer in enumerate(model.layers)}
+
+    def name(address):
+        return model_layers.get(address) or file_layers.get(address) or address
+
+    first = min(differing, key=lambda address: (order.get(name(address), len(order)), address))
+    in_model = {k: v for k, v in expected.items() if group(k) == first}
+    in_file = {k: v for k, v in stored.items() if group(k) == first}
+    if not in_file:
+        return name(first), "the file has no weights for it"
+    if not in_model:
+        return name(first), "the model has no such layer"
+    parts = []
+    missing, extra = set(in_model) - set(in_file), set(in_file) - set(in_model)
+    if missing:
+        parts.append(f"{len(missing)} of its {len(in_model)} variables are not in the file")
+    if extra:
+        parts.append(f"the file holds {len(extra)} more variables for it than the model has")
+    reshaped = sorted(k for k in set(in_model) & set(in_file) if in_model[k] != in_file[k])
+    if reshaped:
+        key = reshaped[0]
+        parts.append(f"{key[len(first) + 1:]} has shape {in_file[key]} in the file, "
+                     f"{in_model[key]} in the model")
+    return name(first), "; ".join(parts)
 
 
 def _h5_layout(path):
-    """{variable path: shape} of a Keras .weights.h5 file."""
+    """({variable path: shape}, {layer address: layer name}) of a Keras .weights.h5 file;
+    ValueError naming it if it is not one (not HDF5, truncated, damaged)."""
     import h5py
 
-    layout = {}
+    layout, names = {}, {}
+
+    def visit(key, item):
+        if isinstance(item, h5py.Dataset):
+            layout[key] = item.shape
+        elif key.endswith("/vars") and "name" in item.attrs:
+            names[key[:-len("/vars")]] = str(item.attrs["name"])
+
     try:
         with h5py.File(path, "r") as f:
-            f.visititems(
-                lambda key, obj: layout.__setitem__(key, obj.shape)
-                if isinstance(obj, h5py.Dataset) else None
-            )
-    except OSError as error:
-        raise ValueError(f"Weights file {path} is not a readable .weights.h5 file: {error}")
-    return layout
+            f.visititems(visit)
+    except (OSError, KeyError, RuntimeError, ValueError) as error:
+        raise ValueError(f"Weights file {path} is not a readable .weights.h5 file: "
+                         f"{error}") from None
+    return layout, names

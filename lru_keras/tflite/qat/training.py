@@ -36,7 +36,8 @@ def quantize_aware(model, train_data, path, *, epochs=DEFAULTS["epochs"],
         model: an `LruNet(...)` Keras model with its classifier (include_top=True, softmax).
         train_data: a dataset name ("cifar10", "cifar100", "fashion_mnist": `train_images`
             class-balanced images of its training split, the paper's augmentation) or arrays
-            (x pixels 0..255 NHWC, y int labels) to fine-tune on.
+            (x pixels 0..255 NHWC, y int labels) to fine-tune on; the images are checked as
+            calibration images (`calibration_data.check_pixels`) before anything runs.
         path: the .tflite to write (`<stem>.labels.txt` and `<stem>.json` beside it).
         epochs: fine-tuning epochs (0: no training, the plain int8 export of the same graph).
         train_images: with a dataset name, how many training images (default 5000).
@@ -200,9 +201,14 @@ def _training_source(train_data, train_images, image_shape, classes, folder, dat
         raise ValueError(
             f"train_data arrays: x must be (n, {', '.join(map(str, image_shape))}) pixels and "
             f"y n labels; got x {x.shape}, y {y.shape}.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"train_data labels (y) must be integers in 0..{classes - 1}, got "
+                         f"dtype {y.dtype}.")
     if y.min() < 0 or y.max() >= classes:
         raise ValueError(f"train_data labels must be in 0..{classes - 1}, got "
                          f"{int(y.min())}..{int(y.max())}")
+    # The images also calibrate the int8 export, after the fine-tune: checked as such now.
+    calibration_data.check_pixels(x, "train_data images (x)")
     np.savez(folder / "train.npz", x=x, y=y.astype(np.int32))
     return {"kind": "arrays", "npz": str(folder / "train.npz"),
             "description": f"{len(y)} given images"}, x
