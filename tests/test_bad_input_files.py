@@ -13,7 +13,6 @@ Fast: one tiny model (`LruNet(reuse=1, width=0.125)`), its files written once pe
 
 import json
 import os
-import shutil
 import tempfile
 import time
 import zipfile
@@ -41,9 +40,10 @@ def tiny_model(**kwargs):
 # The files: good ones written once, then every bad variant made from them.
 # --------------------------------------------------------------------------------------------
 def _flip(content, offset):
-    data_ = bytearray(content)
-    data_[offset] ^= 0x40
-    return bytes(data_)
+    """`content` with one bit of the byte at `offset` flipped."""
+    flipped = bytearray(content)
+    flipped[offset] ^= 0x40
+    return bytes(flipped)
 
 
 def _rewrite_keras_config(source, target, change):

@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from lru_keras import data
 from lru_keras.cli.data import add_data_commands
+from lru_keras.data import store
 
 @pytest.fixture(scope="module")
 def cifar10_test(shared_arrays):
@@ -264,3 +265,18 @@ def test_interrupted_import_leaves_nothing_half_written(tmp_path, cifar10_test, 
         data.import_arrays("cifar10", "test", cifar10_test["x"][:8], cifar10_test["y"][:8],
                            tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_import_record_means_importing_again(tmp_path, cifar10_test, capsys):
+    """The record of what each split was imported from only lets a re-import be skipped: a
+    damaged one is said and counts as none, and the import writes it anew."""
+    x, y = cifar10_test["x"][:8], cifar10_test["y"][:8]
+    data.import_arrays("cifar10", "test", x, y, tmp_path)
+    record = data.prepared_dir("cifar10", tmp_path) / store.SOURCES_FILE
+    recorded = record.read_text()
+    record.write_text("{not json")
+    capsys.readouterr()
+    data.import_arrays("cifar10", "test", x, y, tmp_path)
+    out = capsys.readouterr().out
+    assert f"{record} is damaged" in out and "writing splits" in out
+    assert record.read_text() == recorded

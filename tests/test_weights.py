@@ -20,7 +20,7 @@ import pytest
 
 import keras
 
-from lru_keras import zoo
+from lru_keras import checksums, zoo
 from lru_keras.zoo import LruNet, get_weights, list_weights
 from lru_keras.zoo import weights as registry
 
@@ -376,7 +376,7 @@ def test_corrupt_registered_file_is_refused_and_nothing_loaded(corrupt_zoo):
 def test_user_weights_of_a_different_reuse_are_refused(tmp_path):
     path = tmp_path / "reuse2.weights.h5"
     LruNet(reuse=2).save_weights(path)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match="does not fit.* first layer that differs is 'stage1'"):
         LruNet(reuse=1, weights=str(path))
 
     assert_refused_untouched(user_entry(path), "nothing was loaded")
@@ -400,6 +400,20 @@ def test_user_weights_of_the_same_architecture_load_exactly(tmp_path, cifar10_im
     images = cifar10_images[0][:8].astype(np.float32)
     np.testing.assert_array_equal(loaded.predict(images, verbose=0),
                                   source.predict(images, verbose=0))
+
+
+def test_saved_user_weights_are_checked_against_their_sidecar(tmp_path):
+    """`save_weights` writes the .sha256 sidecar; a flipped byte in a kernel, which loads
+    without complaint otherwise, is then refused naming the file, and nothing is loaded."""
+    path = registry.save_weights(LruNet(reuse=1), tmp_path / "mine.weights.h5")
+    assert checksums.check_sidecar(path)
+    with h5py.File(path, "r") as f:
+        offset = f["layers/conv2d/vars/0"].id.get_offset()
+    content = bytearray(path.read_bytes())
+    content[offset + 1] ^= 0x40
+    path.write_bytes(bytes(content))
+    _, error = assert_refused_untouched(user_entry(path), "corrupt or was replaced")
+    assert isinstance(error.value, checksums.ChecksumError) and str(path) in str(error.value)
 
 
 def test_non_h5_files_are_refused_clearly(tmp_path):

@@ -119,14 +119,13 @@ def read_state(paths: run_dir.RunPaths, say=lambda message: None) -> dict | None
     latest = paths.state / LATEST
     if not latest.is_file():
         return None
-    damage = []
-    newest_epoch = None
+    damage, tried = [], []
     for source in [latest, *_epoch_commits(paths.state)]:
         try:
             state = _read_commit(source)
-            if newest_epoch is not None and state["epoch"] >= newest_epoch:
-                continue  # the last commit again (its copy), or an epoch it never committed
-            newest_epoch = newest_epoch or state["epoch"]
+            if state in tried or (tried and state["epoch"] > tried[0]["epoch"]):
+                continue  # a copy already checked, or an epoch latest.json never committed
+            tried.append(state)
             _check_files(paths.state, state, source)
         except (run_dir.DamagedFileError, checksums.ChecksumError) as error:
             damage.append(str(error))

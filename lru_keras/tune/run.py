@@ -267,6 +267,7 @@ def search(config: SearchConfig | None = None, *, overwrite: bool = False,
     with tuner_state_files():
         tuner = make_tuner(config, hypermodel, measure_trial, project, overwrite)
         if this_role != "worker":
+            project.mkdir(parents=True, exist_ok=True)  # overwrite: KerasTuner removed it
             run_dir.write_json(project / SEARCH_FILE, {"identity": expected,
                                                        "config": config.to_dict()})
         with _quiet_optimizer_reload():
@@ -284,22 +285,24 @@ def _write_results(result: SearchResult, tuner, config: SearchConfig,
                    training: train_config.TrainConfig, plan: splits.SplitPlan,
                    project: Path) -> None:
     """Fill in `result` from the oracle's trials: the table and plot, and the best model and
-    hyperparameters, each written to the project dir."""
+    hyperparameters, each written to the project dir. The best trial's checkpoint is loaded
+    (and checked) first, so that a damaged one changes no file."""
     result.rows = report.trial_rows(tuner.oracle.trials.values(), config.budget,
                                     training.epochs)
     result.best = report.best_row(result.rows)
-    title = (f"LruNet search on {config.dataset} ({config.tuner}, {len(result.rows)} "
-             f"trials, {plan.train_images} training / {plan.validation_images} validation "
-             f"images)")
-    result.files = report.write_tables(project, result.rows, config.budget, title,
-                                       {"search": config.to_dict(), "data": plan.to_dict()})
-    result.files["plot"] = report.plot(project / report.PLOT, result.rows, config.budget, title)
     if result.best is not None:
         trial = tuner.oracle.get_trial(result.best["trial"])
         with _quiet_optimizer_reload():
             result.best_model = tuner.load_model(trial)
         result.best_hyperparameters = _best_hyperparameters(result.best, tuner.hypermodel,
                                                             trial, config)
+    title = (f"LruNet search on {config.dataset} ({config.tuner}, {len(result.rows)} "
+             f"trials, {plan.train_images} training / {plan.validation_images} validation "
+             f"images)")
+    result.files = report.write_tables(project, result.rows, config.budget, title,
+                                       {"search": config.to_dict(), "data": plan.to_dict()})
+    result.files["plot"] = report.plot(project / report.PLOT, result.rows, config.budget, title)
+    if result.best_model is not None:
         result.files.update(_save_best(project, result.best_model, result.best_hyperparameters))
 
 
@@ -394,8 +397,11 @@ class _BudgetedTuner:
     def _check_checkpoint(self, trial_id):
         """ChecksumError naming the checkpoint of trial `trial_id` unless it has the sha256
         of its sidecar, written when the trial finished."""
-        checksums.check_sidecar(self._get_checkpoint_fname(trial_id),
-                                f"checkpoint of trial {trial_id}")
+        try:
+            checksums.check_sidecar(self._get_checkpoint_fname(trial_id),
+                                    f"checkpoint of trial {trial_id}")
+        except checksums.ChecksumError as error:
+            raise checksums.ChecksumError(f"{error} {STATE_ADVICE}") from None
 
     def on_trial_end(self, trial):
         if trial.status != "COMPLETED":  # raised inside the trial; KerasTuner caught it

@@ -12,9 +12,13 @@ builder takes the keyword arguments of `COMMON_ARGUMENTS` (declared once, here).
         features = <the architecture>(start.x)
         return start.finish(features, top=<the classifier head of features>, name=<default>)
 
-`start` resolves the weights (whose entry supplies the default classes and input shape),
-checks the input shape, makes the input and the pixel preprocessing; `finish` applies the head
-(or, with include_top=False, `pooling`), builds the `keras.Model` and loads the weights.
+`start` checks every common argument, resolves the weights (whose entry supplies the default
+classes and input shape), checks the input shape, makes the input and the pixel preprocessing;
+`finish` applies the head (or, with include_top=False, `pooling`), builds the `keras.Model` and
+loads the weights. A builder checks its architecture arguments before it calls `start`, and
+`start` checks the common ones before it makes the input: a bad argument is refused before
+any layer exists. Sizes are bounded (`MAX_CHANNELS`, `MAX_CLASSES`, `MAX_IMAGE_SIZE`,
+`MAX_INPUT_CHANNELS`; `require_width` and `require_channels` for the builders' widths).
 """
 
 import dataclasses
@@ -26,11 +30,32 @@ import keras
 
 from lru_keras.layers import GroupedPointwiseConv2D, PixelPreprocessing
 from lru_keras.layers.reuse import BN_EPSILON, BN_MOMENTUM
-from lru_keras.validation import require_choice, require_positive_int
+from lru_keras.validation import (
+    require_bool,
+    require_choice,
+    require_finite_positive,
+    require_int,
+    require_positive_int,
+)
 from lru_keras.zoo import registry
 from lru_keras.zoo import weights as weights_registry
 
 POOLINGS = (None, "avg", "max")
+# Size limits shared by every builder. Each is far above any model of the zoo's papers and
+# refuses a typo (an extra zero, 10**6) before a model of unbounded size is built; the
+# builders bound their depths (reuses, blocks) themselves.
+# Channels of any one layer: the widest layers of the papers' models have 2048 (ResNet50's
+# conv5, ShuffleNetV2 2x's head conv); a 3x3 conv of 4096 -> 4096 channels already holds
+# 151M weights (600 MB).
+MAX_CHANNELS = 4096
+# ImageNet-21k, the largest label set in common use, has 21,843 classes; the classifier holds
+# classes x features weights.
+MAX_CLASSES = 100_000
+# Height and width of an input image: the activations grow with its area (a 4096x4096 image
+# gives LruNet's stem 1 GB of activations per image).
+MAX_IMAGE_SIZE = 4096
+# Channels of an input image: hyperspectral images have a few hundred bands.
+MAX_INPUT_CHANNELS = 1024
 # What include_preprocessing=True models take: raw 8-bit pixels.
 PIXEL_RANGE = (0, 255)
 # The keras.applications arguments of every builder, with their defaults (see `start`).

@@ -37,5 +37,5 @@ from lru_keras.tflite.qat.training import (
     with_constants,
 )
 
-__all__ = ["DEFAULTS", "TRANSFER_TOLERANCE", "export_constants", "network_description", "quantize_aware",
-           "with_constants"]
+__all__ = ["DEFAULTS", "TRANSFER_TOLERANCE", "export_constants", "network_description",
+           "quantize_aware", "with_constants"]

@@ -44,8 +44,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras  # noqa: E402
-from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (  # noqa: E402
-    QuantizeLayer)  # not exported by tfmot; the layer `quantize_apply` adds after the input
+# Not exported by tfmot: the layer `quantize_apply` adds after the input.
+from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (  # noqa
+    QuantizeLayer)
 
 from lru_keras.layers.channel_order import shuffle_channels, tile_groups  # noqa: E402
 from lru_keras.layers.reuse import reuse_chain  # noqa: E402
