@@ -46,7 +46,7 @@ def load_model_file(path):
     config, saved_with = _read_keras_archive(path)
     import keras
 
-    import lru_keras.layers  # noqa: F401  (registers the custom layers for deserialization)
+    import lru_keras.layers  # registers the custom layers for deserialization
 
     unknown = sorted(_unknown_classes(config))
     installed = f"lru_keras {lru_keras.__version__}, Keras {keras.__version__}"

@@ -604,3 +604,34 @@ def test_bad_pixels_are_refused_naming_the_argument(files, model, entry, images,
     for word in words:
         assert word in message, message
     assert listing(tmp_path) == []
+
+
+LABEL_CASES = [
+    # (id, call(model, .tflite path, output folder, images), words of the message)
+    ("evaluate_arrays-labels-out-of-range",
+     lambda model, path, out, x: tflite.evaluate_arrays(path, x, np.full(len(x), 10),
+                                                        progress=False),
+     ["labels must be classes in 0..9", "10..10"]),
+    ("evaluate_arrays-float-labels",
+     lambda model, path, out, x: tflite.evaluate_arrays(path, x, np.zeros(len(x)),
+                                                        progress=False),
+     ["labels must be 8 integers", "float64"]),
+    ("evaluate_arrays-labels-of-another-count",
+     lambda model, path, out, x: tflite.evaluate_arrays(path, x, np.zeros(3, int),
+                                                        progress=False),
+     ["labels must be 8 integers", "(3,)"]),
+    ("quantize_aware-float-labels",
+     lambda model, path, out, x: tflite.quantize_aware(model, (x, np.zeros(len(x))),
+                                                       out / "m.tflite", verbose=0),
+     ["train_data labels (y) must be integers"]),
+]
+
+
+@pytest.mark.parametrize("call, words", [case[1:] for case in LABEL_CASES],
+                         ids=[case[0] for case in LABEL_CASES])
+def test_bad_labels_are_refused_naming_the_argument(files, model, call, words, tmp_path):
+    with pytest.raises(ValueError) as raised:
+        call(model, files["tflite"], tmp_path, _pixels())
+    for word in words:
+        assert word in str(raised.value), raised.value
+    assert listing(tmp_path) == []

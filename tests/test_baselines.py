@@ -118,7 +118,8 @@ def test_keras_file_round_trip_of_shufflenet_v2(tmp_path, cifar10_images):
     ("CifarShuffleNet", dict(groups=4), r"`groups` must be one of \[3, 8\]"),
     ("CifarShuffleNet", dict(width=0.3), "`width`=0.3 does not fit groups=3"),
     ("CifarShuffleNetV2", dict(width=0.3), r"`width` must be one of \[0.25, 0.5"),
-    ("CifarShuffleNetV2", dict(input_shape=(4, 4, 3)), "height and width >= 8"),
+    ("CifarShuffleNetV2", dict(input_shape=(4, 4, 3)),
+     r"`input_shape`=\(4, 4, 3\): height must be an integer in \[8, 4096\]"),
 ])
 def test_bad_arguments_raise_naming_the_argument(builder, kwargs, message):
     with pytest.raises(ValueError, match=message):

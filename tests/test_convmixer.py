@@ -104,6 +104,7 @@ def test_full_sharing_calls_one_depthwise_and_one_pointwise_layer_with_a_batchno
 @pytest.mark.parametrize("depth, sharing, runs", [
     (20, "full", [20]), (20, 2, [20]), (20, 4, [10, 10]), (16, 8, [4, 4, 4, 4]),
     (12, 8, [3, 3, 3, 3]), (10, 8, [3, 3, 2, 2]), (4, 8, [1, 1, 1, 1]), (3, "none", [1, 1, 1]),
+    (20, np.int64(4), [10, 10]),
 ])
 def test_k_kernels_split_depth_into_k_over_2_consecutive_runs(depth, sharing, runs):
     split = sharing_runs(depth, sharing)

@@ -12,8 +12,15 @@ import tensorflow as tf
 
 import keras
 
-from lru_keras.layers import ChannelShuffle, GroupedPointwiseConv2D, LRUBlock, Reused
+from lru_keras.layers import (
+    ChannelShuffle,
+    GroupedPointwiseConv2D,
+    LRUBlock,
+    PixelPreprocessing,
+    Reused,
+)
 from lru_keras.layers.grouped_pointwise import grouped_pointwise_einsum
+from lru_keras.layers.reuse import MAX_REUSES
 
 EPS = 1e-5
 
@@ -610,8 +617,29 @@ def test_reused_config_round_trip(cifar10_images):
 def test_reused_rejects_bad_arguments():
     with pytest.raises(ValueError, match="times"):
         Reused(keras.layers.Dense(4), times=0)
+    with pytest.raises(ValueError, match=f"`times`=100000 is too large: at most {MAX_REUSES}"):
+        Reused(keras.layers.Dense(4), times=100_000)
     with pytest.raises(ValueError, match="keep the channel count"):
         Reused(keras.layers.Dense(4), times=2).build((None, 8))
+
+
+# --------------------------------------------------------------------------------------------
+# PixelPreprocessing
+# --------------------------------------------------------------------------------------------
+def test_pixel_preprocessing_refuses_an_input_of_other_channels_than_its_statistics():
+    """Rescaling would broadcast the 3 per-channel factors over 1 channel: 3 channels out."""
+    layer = PixelPreprocessing(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), name="stats")
+    with pytest.raises(ValueError, match=r"'stats': the input has 1 channels, but `mean` and "
+                                         r"`std` are given for 3"):
+        layer(np.zeros((1, 2, 2, 1), np.float32))
+    assert PixelPreprocessing()(np.full((1, 2, 2, 1), 255.0, np.float32)).shape == (1, 2, 2, 1)
+
+
+@pytest.mark.parametrize("mean, std", [((np.nan,), (0.2,)), ((0.5,), (np.inf,)),
+                                       ((0.5,), (0.0,)), ((0.5, 0.5), (0.2,))])
+def test_pixel_preprocessing_refuses_statistics_that_are_not_finite_per_channel(mean, std):
+    with pytest.raises(ValueError, match="one finite value per channel and std > 0"):
+        PixelPreprocessing(mean=mean, std=std)
 
 
 # --------------------------------------------------------------------------------------------

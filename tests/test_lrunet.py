@@ -161,6 +161,15 @@ def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, argument):
         LruNet(**kwargs)
 
 
+def test_numpy_scalar_arguments_are_accepted():
+    model = LruNet(reuse=np.int64(1), width=np.float32(0.5), classes=np.int64(7),
+                   dropout=np.float32(0.25), input_shape=np.array([32, 32, 3]))
+    assert model.name == "lrunet1_0.5x" and model.output_shape == (None, 7)
+    assert model.input_shape == (None, 32, 32, 3)
+    pretrained = LruNet(reuse=np.int64(1), width=np.float64(1.0), weights="cifar10")
+    assert pretrained.output_shape == (None, 10)
+
+
 def test_keras_file_round_trip_of_lrunet_reuse_2(tmp_path, images):
     model = LruNet(reuse=2, classifier_activation=None)
     rng = np.random.default_rng(3)

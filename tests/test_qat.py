@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from lru_keras import data, tflite
+from lru_keras import checksums, data, tflite
 from lru_keras.cli import main
 from lru_keras.tflite import qat
 from lru_keras.tflite.errors import UnsupportedModelError
@@ -154,6 +154,7 @@ def test_cli_qat_writes_the_file_and_prints_its_spec(tmp_path, capsys, prepared_
                  "--train-images", "100", "--save-weights", str(weights), "--json"]) == 0
     spec = json.loads(capsys.readouterr().out)
     assert spec["file"] == out.name and spec["size_bytes"] == out.stat().st_size
+    assert checksums.check_sidecar(weights)  # the sidecar every load of the file checks
     assert spec["qat"]["train"] == "100 images of cifar10/train"
     restored = LruNet(reuse=1, classes=10)
     restored.load_weights(weights)

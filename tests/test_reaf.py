@@ -232,6 +232,7 @@ def test_parameters_and_macs_are_the_reaf_counts():
     ("a-b-c", r"`groups` must be \(G_I, G_M, G_O\).*'a-b-c'"),
     ((4, 0, 1), r"`groups` must be"),
     ((4.0, 3, 4), r"`groups` must be"),
+    ((10**9, 5 * 10**8, 1), r"G_I=1000000000 is too large: at most 64 input groups"),
 ])
 def test_bad_groups_raise_value_errors_naming_the_values(groups, message):
     with pytest.raises(ValueError, match=message):

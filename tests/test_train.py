@@ -209,6 +209,18 @@ def test_validation_is_held_out_of_train_spread_over_classes_and_disjoint(sorted
     assert not digest(x_val) & digest(x_train)
 
 
+def test_an_uneven_holdout_leaves_the_rest_of_each_chunk_to_training(fashion_dir):
+    """2,500 images hold out 250 for validation, 2 or 3 of each 25-image chunk; the 2,250
+    training images fill the rest of every chunk (an even share would not fit half of them)."""
+    plan = plan_splits("fashion_mnist", data_dir=fashion_dir)
+    assert (plan.validation_images, plan.train_images) == (250, 2250)
+    x_val, _ = _labels(plan.validation, fashion_dir)
+    x_train, _ = _labels(plan.train, fashion_dir)
+    assert (len(x_val), len(x_train)) == (250, 2250)
+    digest = lambda images: {hashlib.sha1(im.tobytes()).hexdigest() for im in images}  # noqa
+    assert not digest(x_val) & digest(x_train)
+
+
 def test_default_validation_is_5000_or_a_tenth(sorted_dir):
     assert plan_splits("fashion_mnist", data_dir=sorted_dir).validation_images == 100
     from lru_keras.train.splits import default_validation

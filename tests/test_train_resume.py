@@ -101,7 +101,9 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(fashion_dir, tmp_path):
     assert summary["resumed_at_epochs"] == [2]
     assert summary["optimizer_steps"] == EPOCHS * STEPS  # optimizer state restored too
     assert summary["epochs_run"] == EPOCHS and 0 <= summary["test_accuracy"] <= 1
-    # kept: exactly the committed latest and best epochs (one directory if the best is the last)
+    # kept: exactly the latest and best epochs of the last two commits, to fall back to
     final = json.loads((run / "state" / "latest.json").read_text())
+    previous = json.loads((run / "state" / "epoch-0003" / "commit.json").read_text())
     kept = {p.name for p in (run / "state").iterdir() if p.is_dir()}
-    assert final["dir"] == "epoch-0004" and kept == {final["dir"], final["best_dir"]}, kept
+    assert final["dir"] == "epoch-0004" and kept == {
+        final["dir"], final["best_dir"], previous["dir"], previous["best_dir"]}, kept

@@ -268,7 +268,7 @@ def test_tuner_state_files_are_replaced_whole_and_read_naming_the_file(tmp_path,
                 trial.save(str(path))
         assert path.read_bytes() == before
         path.write_bytes(before[:len(before) // 2])
-        with pytest.raises(ValueError, match=f"{path} is not valid JSON .* --overwrite"):
+        with pytest.raises(ValueError, match=f"{path} is not valid JSON .*overwrite=True"):
             trial_module.Trial.load(str(path))
     assert (utils.save_json, utils.load_json) == in_place
 

@@ -26,8 +26,12 @@ validation accuracy gives best.weights.h5 and drives early stopping, and the tes
 evaluated once, at the end, with those weights.
 
 Resuming: the same command again continues an interrupted run from its last finished epoch
-(the default --run-dir is derived from the configuration). A run directory of another
-configuration is refused.
+(the default --run-dir is derived from the configuration). Every file of the saved state is
+checked against its recorded sha256 before it is loaded: if the last epoch's state is
+damaged, the run resumes from the epoch before (and says so); if nothing intact is left, it
+stops naming the damaged file. A run directory of another configuration is refused, unless
+that run never finished an epoch. A command that fails writes nothing in RUN_DIR.
+best.weights.h5 and last.weights.h5 come with a .sha256 file, checked when they are loaded.
 
 Multi-worker: run the same command on every worker with --strategy multiworker and TF_CONFIG
 set (the chief writes RUN_DIR, the others RUN_DIR/workers/<role>).

@@ -37,7 +37,9 @@ MFLOPs, val accuracy, status), results.png (val accuracy vs N and vs MFLOPs),
 best_model.keras and best_hyperparameters.json.
 
 Resuming: the same command again continues an interrupted search (finished trials are kept);
-a larger --max-trials extends a finished one. A project dir of another search is refused.
+a larger --max-trials extends a finished one. A project dir of another search is refused,
+unless none of its trials completed. A damaged file of the search's state is named. Trial
+checkpoints (checked before they are loaded) and best_model.keras come with a .sha256 file.
 
 Distributed (KerasTuner's mode): run the same command in every process, sharing the project
 dir, with KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set everywhere,

@@ -7,6 +7,8 @@ guess (a [0, 255] model calibrated as if it took [0, 1] reached 2% int8 agreemen
 model keeps it too), and `lru_keras.tflite.export` reads it.
 """
 
+import math
+
 import keras
 
 from lru_keras.validation import require_range
@@ -19,7 +21,8 @@ class PixelPreprocessing(keras.layers.Rescaling):
     Args:
         input_range: (low, high) of the input pixels, e.g. (0, 255) for raw 8-bit pixels.
         mean, std: per-channel mean and standard deviation of the [0, 1] pixels (both or
-            neither); with them the output is (u - mean) / std, u in [0, 1].
+            neither; the input must have one channel per value); with them the output is
+            (u - mean) / std, u in [0, 1].
     """
 
     def __init__(self, input_range=(0, 255), mean=None, std=None, **kwargs):
@@ -31,13 +34,25 @@ class PixelPreprocessing(keras.layers.Rescaling):
             scale, offset = 1.0 / span, -low / span
         else:
             mean, std = [float(m) for m in mean], [float(s) for s in std]
-            if len(mean) != len(std) or not all(s > 0 for s in std):
-                raise ValueError(f"PixelPreprocessing: `mean` and `std` need one value per "
-                                 f"channel and std > 0; got {mean!r}, {std!r}.")
+            if (len(mean) != len(std) or not all(math.isfinite(m) for m in mean)
+                    or not all(0 < s < math.inf for s in std)):
+                raise ValueError(f"PixelPreprocessing: `mean` and `std` need one finite value "
+                                 f"per channel and std > 0; got {mean!r}, {std!r}.")
             scale = [1.0 / (span * s) for s in std]
             offset = [-(low / span + m) / s for m, s in zip(mean, std)]
         super().__init__(scale=scale, offset=offset, **kwargs)
         self.input_range, self.mean, self.std = (low, high), mean, std
+
+    def build(self, input_shape):
+        # Rescaling would broadcast 3 per-channel factors over a 1-channel image (3 channels
+        # out of 1) without a word.
+        channels = input_shape[-1]
+        if self.mean is not None and channels is not None and channels != len(self.mean):
+            raise ValueError(
+                f"PixelPreprocessing {self.name!r}: the input has {channels} channels, "
+                f"but `mean` and `std` are given for {len(self.mean)}."
+            )
+        super().build(input_shape)
 
     def get_config(self):
         config = super().get_config()

@@ -68,11 +68,16 @@ from lru_keras.layers.tensorflow_grouped_conv import use_tensorflow_grouped_conv
 from lru_keras.validation import require_choice, require_positive_int
 
 IMPLEMENTATIONS = ("auto", "gather", "masked")
+# Input groups G_I of a REAF configuration, and output groups g_O of REAF+: the paper uses up to
+# 16. G_O = C(G_I, G_M) grows combinatorially (C(64, 32) is 1.8e18), and REAF+ makes g_O copies
+# of its input.
+MAX_GROUPS = 64
 
 
 def parse_reaf_groups(groups, name="groups"):
     """(G_I, G_M, G_O) from a 3-tuple/list of ints or a "G_I-G_M-G_O" string; ValueError if
-    the values are not positive integers with G_M <= G_I and G_O = C(G_I, G_M)."""
+    the values are not positive integers with G_I <= `MAX_GROUPS`, G_M <= G_I and
+    G_O = C(G_I, G_M)."""
     given = groups
     if isinstance(groups, str):
         try:
@@ -89,6 +94,9 @@ def parse_reaf_groups(groups, name="groups"):
             f"'G_I-G_M-G_O' such as '4-3-4'; got {given!r}."
         )
     g_i, g_m, g_o = (int(g) for g in groups)
+    if g_i > MAX_GROUPS:
+        raise ValueError(f"`{name}`={given!r}: G_I={g_i} is too large: at most {MAX_GROUPS} "
+                         f"input groups; allowed: 1 to {MAX_GROUPS}.")
     if g_m > g_i:
         raise ValueError(
             f"`{name}`={given!r}: G_M={g_m} groups cannot be drawn from G_I={g_i}; allowed "
@@ -330,7 +338,8 @@ class REAFPlusNormalization(keras.layers.Layer):
     def __init__(self, output_groups=2, activation="relu", momentum=BN_MOMENTUM,
                  epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
-        self.output_groups = require_positive_int("output_groups", output_groups)
+        self.output_groups = require_positive_int("output_groups", output_groups,
+                                                  high=MAX_GROUPS, unit="groups")
         self.activation = keras.activations.get(activation)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)

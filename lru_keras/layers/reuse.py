@@ -40,6 +40,9 @@ from lru_keras.validation import require_positive_int
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as in the reference network.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+# Reuses of one block: the paper uses 1..16. Every reuse adds BatchNorm layers and a pass over
+# the block to the graph (64 reuses build LruNet in seconds); 10**6 would build for hours.
+MAX_REUSES = 64
 
 
 def reuse_chain(x, times, depth, layer, norm, merge, move):
@@ -77,7 +80,7 @@ class Reused(keras.layers.Layer):
 
     Args:
         layers: a layer or a list of layers applied in order at every reuse.
-        times: number of reuses N (>= 1).
+        times: number of reuses N, 1 to `MAX_REUSES`.
         residual: add the reuse's input to its output before the activation.
         activation: activation applied at the end of each reuse (name or callable), or None.
         shuffle: a layer applied between reuses (not after the last), e.g. `ChannelShuffle()`.
@@ -99,7 +102,7 @@ class Reused(keras.layers.Layer):
         # The reused layers and the per-call BatchNorms take this layer's dtype policy, as the
         # sublayers of Keras's composite layers do.
         self.reused_layers = list(layers) if isinstance(layers, (list, tuple)) else [layers]
-        self.times = require_positive_int("times", times)
+        self.times = require_positive_int("times", times, high=MAX_REUSES, unit="reuses")
         self.residual = bool(residual)
         self.activation = keras.activations.get(activation)
         self.shuffle = shuffle

@@ -27,7 +27,8 @@ class TFLiteClassifier:
     """A .tflite image classifier: `predict(images)` -> float scores (batch, classes).
 
     Args:
-        model: path of a .tflite file, or its bytes.
+        model: path of a .tflite file (read with `read_model_file`, which checks it), or
+            its bytes.
         num_threads: interpreter threads (None: 1).
         xnnpack: apply the XNNPACK delegate (LiteRT's default CPU path); False runs the
             builtin kernels only.
@@ -150,12 +151,12 @@ def evaluate_arrays(path, images, labels, *, dataset="arrays", split="given", ba
         raise ValueError("evaluate_arrays: no images given")
     classifier.check_images(images.shape[1:], dataset)
     pipeline.check_pixels(images, "images")  # all of them before the first batch runs
-    if (labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer)
-            or labels.min() < 0 or labels.max() >= classifier.classes):
-        raise ValueError(f"labels must be {len(images)} integers (one per image) in "
-                         f"0..{classifier.classes - 1}; got {labels.dtype} of shape "
-                         f"{labels.shape}" + (f", values {labels.min()}..{labels.max()}."
-                                              if labels.dtype.kind in "iuf" else "."))
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be {len(images)} integers, one per image; got "
+                         f"{labels.dtype} of shape {labels.shape}.")
+    if labels.min() < 0 or labels.max() >= classifier.classes:
+        raise ValueError(f"labels must be classes in 0..{classifier.classes - 1}; got "
+                         f"{labels.min()}..{labels.max()}.")
     if dataset in data.DATASETS:
         _check_classes(classifier, data.info(dataset))
     batches = ((images[i:i + batch_size], labels[i:i + batch_size])

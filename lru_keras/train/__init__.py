@@ -17,11 +17,12 @@ from lru_keras.train.fit import (
     make_optimizer, train)
 from lru_keras.train.optimizer import CoupledSGD
 from lru_keras.train.recipes import RECIPES, Recipe, WarmupCosineDecay, get_recipe, make_schedule
-from lru_keras.train.run_dir import RunDirConflictError
+from lru_keras.train.run_dir import DamagedFileError, RunDirConflictError
 from lru_keras.train.splits import SplitPlan, plan_splits
 
 __all__ = [
-    "CoupledSGD", "RECIPES", "Recipe", "RunDirConflictError", "SplitPlan", "TrainConfig",
-    "WarmupCosineDecay", "build_model", "check_batch_size", "compile_model", "default_run_dir",
-    "format_summary", "get_recipe", "make_optimizer", "make_schedule", "plan_splits", "train",
+    "CoupledSGD", "DamagedFileError", "RECIPES", "Recipe", "RunDirConflictError", "SplitPlan",
+    "TrainConfig", "WarmupCosineDecay", "build_model", "check_batch_size", "compile_model",
+    "default_run_dir", "format_summary", "get_recipe", "make_optimizer", "make_schedule",
+    "plan_splits", "train",
 ]

@@ -161,7 +161,8 @@ def _read_commit(path: Path) -> dict:
     if wrong or state["epoch"] < 1:
         raise run_dir.DamagedFileError(
             f"{path} is not a commit record of a training run (missing or invalid "
-            f"{wrong or ['epoch']}): it was damaged or written by another program.")
+            f"{wrong or ['epoch']}): it was damaged, or written by another program or by an "
+            f"older lru_keras, which recorded no sha256.")
     return state
 
 

@@ -7,12 +7,15 @@ seed), and a resume on another number of replicas shifts the step-based schedule
 partial batches that multi-replica runs drop.
 
 The steps, each in its own module: resolve the configuration (`config`), refuse a run
-directory of another configuration (`run_dir`), create the tf.distribute strategy and pick
+directory of another configuration or one that cannot be written (`run_dir`), read the last
+committed state, its files checked (`callbacks`), create the tf.distribute strategy and pick
 mixed precision / XLA (`distribute`), hold a validation split out of the training data
-(`splits`), build the model from the builder registry and compile it with the recipe's
-schedule and PyTorch-style SGD (`recipes`, `optimizer`), resume from the last committed state
-if there is one, fit with selection on validation accuracy (`callbacks`), then evaluate the
-selected (best) weights once on the test split and write summary.json.
+(`splits`), build the model from the builder registry (and the pretrained weights to start
+from) and compile it with the recipe's schedule and PyTorch-style SGD (`recipes`,
+`optimizer`); only then record the run (config.json), so that a command refused at any of
+these steps writes nothing. Then resume from the committed state if there is one, fit with
+selection on validation accuracy (`callbacks`), evaluate the selected (best) weights once on
+the test split and write summary.json.
 """
 
 from __future__ import annotations

@@ -387,7 +387,9 @@ class _BudgetedTuner:
             self._check_checkpoint(continued)
         fit_callbacks = [*kwargs.pop("callbacks", []), _ScoreFromValidation()]
         histories = super().run_trial(trial, *args, callbacks=fit_callbacks, **kwargs)
-        checksums.write_sidecar(self._get_checkpoint_fname(trial.trial_id))
+        checkpoint = self._get_checkpoint_fname(trial.trial_id)
+        if os.path.exists(checkpoint):  # none if no epoch had a score (diverged: NaN)
+            checksums.write_sidecar(checkpoint)
         return {**_best_epoch(histories[-1]), report.INFEASIBLE_METRIC: 0.0, **metrics}
 
     def load_model(self, trial):

@@ -25,7 +25,7 @@ and 249,122 trainable parameters for the 0.25x CIFAR-10 models).
 
 import keras
 
-from lru_keras.validation import require_dropout, require_finite_positive
+from lru_keras.validation import require_dropout
 from lru_keras.zoo import scaffold
 
 DEFAULT_INPUT_SHAPE = (32, 32, 3)
@@ -56,7 +56,7 @@ def CifarMobileNet(width=0.25, dropout=0.2, **common):
 
     Args:
         width: width multiplier (0.25: the CIFAR-10 and Fashion-MNIST weights; 0.4:
-            CIFAR-100).
+            CIFAR-100); at most 4 (1024 x width channels, `scaffold.MAX_CHANNELS`).
         dropout: dropout rate before the classifier (0.2, as trained).
         weights, input_shape, input_tensor, include_top, include_preprocessing, classes,
             classifier_activation, pooling: keras.applications' (`scaffold.start`): raw pixels
@@ -65,7 +65,7 @@ def CifarMobileNet(width=0.25, dropout=0.2, **common):
             for 32x32 and 28x28 inputs).
         name: model name; default "cifar_mobilenet_{width}x".
     """
-    width = require_finite_positive("width", width)
+    width = scaffold.require_width(width, widest=MOBILENET_BLOCKS[-1][0])
     dropout = require_dropout(dropout)
     widths = [_channels(width, c) for c, _ in MOBILENET_BLOCKS]
     start = scaffold.start(
@@ -101,7 +101,7 @@ def CifarMobileNetV2(width=0.25, dropout=0.2, **common):
     Args:
         width: width multiplier (0.25: the CIFAR-10 and Fashion-MNIST weights; 0.4:
             CIFAR-100). The last 1x1 conv has 1280 channels for width <= 1, int(1280 * width)
-            above.
+            above, at most `scaffold.MAX_CHANNELS` (so width <= 3.2).
         dropout: dropout rate before the classifier (0.2, as trained).
         weights, input_shape, input_tensor, include_top, include_preprocessing, classes,
             classifier_activation, pooling: keras.applications' (`scaffold.start`): raw pixels
@@ -110,7 +110,7 @@ def CifarMobileNetV2(width=0.25, dropout=0.2, **common):
             (4x4 for 32x32 and 28x28 inputs), as keras.applications' MobileNetV2 does.
         name: model name; default "cifar_mobilenetv2_{width}x".
     """
-    width = require_finite_positive("width", width)
+    width = scaffold.require_width(width, widest=MOBILENET_V2_LAST)
     dropout = require_dropout(dropout)
     rows = [(t, _channels(width, c), n, s) for t, c, n, s in MOBILENET_V2_ROWS]
     last = MOBILENET_V2_LAST if width <= 1 else _channels(width, MOBILENET_V2_LAST)

@@ -83,7 +83,8 @@ def CifarShuffleNet(width=0.5, groups=3, **common):
 
     Args:
         width: width multiplier (0.5: the CIFAR-10 and Fashion-MNIST weights; 0.75:
-            CIFAR-100).
+            CIFAR-100); stage 3 (960 or 1536 x width channels) at most
+            `scaffold.MAX_CHANNELS`.
         groups: groups of the 1x1 convs and of the shuffle, 3 (all weights) or 8.
         weights, input_shape, input_tensor, include_top, include_preprocessing, classes,
             classifier_activation, pooling: keras.applications' (`scaffold.start`): raw pixels
@@ -92,8 +93,8 @@ def CifarShuffleNet(width=0.5, groups=3, **common):
             for 32x32 and 28x28 inputs).
         name: model name; default "cifar_shufflenet_{width}x".
     """
-    width = require_finite_positive("width", width)
-    groups = require_choice("groups", groups, tuple(SHUFFLENET_WIDTHS))
+    groups = int(require_choice("groups", groups, tuple(SHUFFLENET_WIDTHS)))
+    width = scaffold.require_width(width, widest=SHUFFLENET_WIDTHS[groups][-1])
     stem, stages = shufflenet_channels(width, groups)
     start = scaffold.start(
         "CifarShuffleNet", common, default_input_shape=DEFAULT_INPUT_SHAPE,

@@ -19,6 +19,8 @@ patch 1) are the paper's exactly, e.g. Table 1: ConvMixer-128/4 112,138, shared
 ConvMixer-283/4 112,644.
 """
 
+import numbers
+
 import keras
 
 from lru_keras.validation import require_choice, require_positive_int
@@ -27,6 +29,13 @@ from lru_keras.zoo import scaffold
 DEFAULT_INPUT_SHAPE = (32, 32, 3)
 DEFAULT_CLASSES = 10
 SHARING_NAMES = ("none", "full")
+# Size limits, far above the paper's models (depth 8..32, kernel 3..9, patch 1..14; width is
+# bounded by `scaffold.MAX_CHANNELS`), so that a typo is refused before the model is built:
+# 128 blocks build in seconds; the depthwise kernel's weights grow with its area, and a kernel
+# much larger than the feature map convolves mostly padding.
+MAX_DEPTH = 128
+MAX_KERNEL_SIZE = 31
+MAX_PATCH_SIZE = 64
 
 
 def sharing_runs(depth, sharing):
@@ -40,13 +49,14 @@ def sharing_runs(depth, sharing):
     if sharing == "none":
         return [[i] for i in range(depth)]
     kernels = 2 if sharing == "full" else sharing
-    if (isinstance(kernels, bool) or not isinstance(kernels, int) or kernels < 2
+    if (isinstance(kernels, bool) or not isinstance(kernels, numbers.Integral) or kernels < 2
             or kernels % 2 or kernels // 2 > depth):
         raise ValueError(
             f"`sharing` must be 'none', 'full' or an even number of kernels K with "
             f"2 <= K <= 2 * depth ({2 * depth} for depth={depth}; the paper uses 2, 4 and 8), "
             f"got {sharing!r}."
         )
+    kernels = int(kernels)
     runs, extra = divmod(depth, kernels // 2)
     bounds, start = [], 0
     for r in range(kernels // 2):
@@ -68,10 +78,12 @@ def ConvMixer(
     """Builds ConvMixer-`width`/`depth`, optionally with kernels shared between blocks.
 
     Args:
-        width: channels of every layer after the stem (paper: 128..1152; 384 in Fig. 3).
-        depth: number of blocks (one depthwise + one pointwise conv each).
-        kernel_size: depthwise kernel size (9 in the paper's CIFAR experiments).
-        patch_size: stem patch size and stride (1 in the paper's CIFAR experiments).
+        width: channels of every layer after the stem (paper: 128..1152; 384 in Fig. 3); at
+            most `scaffold.MAX_CHANNELS`.
+        depth: number of blocks (one depthwise + one pointwise conv each), at most 128.
+        kernel_size: depthwise kernel size (9 in the paper's CIFAR experiments), at most 31.
+        patch_size: stem patch size and stride (1 in the paper's CIFAR experiments), at most
+            64 and at most the input's height and width.
         sharing: "none" (baseline), "full" (= 2: one depthwise and one pointwise conv for all
             blocks) or an even number of kernels K (4, 8 in the paper): K/2 consecutive runs
             of blocks, each run sharing one depthwise and one pointwise conv. BatchNorms are
@@ -83,13 +95,16 @@ def ConvMixer(
             map.
         name: model name; default "convmixer{width}_{depth}" plus "_shared{K}" when shared.
     """
-    width = require_positive_int("width", width)
-    depth = require_positive_int("depth", depth)
-    kernel_size = require_positive_int("kernel_size", kernel_size)
-    patch_size = require_positive_int("patch_size", patch_size)
+    width = scaffold.require_channels("width", width)
+    depth = require_positive_int("depth", depth, high=MAX_DEPTH, unit="blocks")
+    kernel_size = require_positive_int("kernel_size", kernel_size, high=MAX_KERNEL_SIZE,
+                                       unit="pixels")
+    patch_size = require_positive_int("patch_size", patch_size, high=MAX_PATCH_SIZE,
+                                      unit="pixels")
     if isinstance(sharing, str):
         require_choice("sharing", sharing, SHARING_NAMES)
     runs = sharing_runs(depth, sharing)
+    sharing = sharing if isinstance(sharing, str) else 2 * len(runs)
     start = scaffold.start(
         "ConvMixer", common, default_input_shape=DEFAULT_INPUT_SHAPE,
         default_classes=DEFAULT_CLASSES, min_size=patch_size,

@@ -25,7 +25,7 @@ def create(name, **overrides):
     if name in registry.list_builders():
         return registry.get_builder(name)(**overrides)
     entries = {e.name: e for e in weights_registry.list_weights()}
-    if name not in entries:
+    if not isinstance(name, str) or name not in entries:
         raise ValueError(
             f"Unknown model {name!r}: neither a registered weights name {sorted(entries)} "
             f"nor a builder name {registry.list_builders()}."
@@ -43,7 +43,9 @@ def create(name, **overrides):
         classes=overrides.get("classes"), input_shape=overrides.get("input_shape"),
         **{k: v for k, v in overrides.items() if k in entry.arguments},
     )
-    arguments = {**entry.arguments, "classes": entry.classes}
+    arguments = dict(entry.arguments)
+    if overrides.get("include_top", True):  # headless, the model has no classes
+        arguments["classes"] = entry.classes
     if "input_tensor" not in overrides:
         arguments["input_shape"] = entry.input_shape
     arguments.update(overrides, weights=weights)

@@ -18,11 +18,8 @@ output. Layout for a 32x32 input and width 1 (paper Table 1):
 import keras
 
 from lru_keras.layers import GroupedPointwiseConv2D, LRUBlock
-from lru_keras.validation import (
-    require_dropout,
-    require_finite_positive,
-    require_positive_int,
-)
+from lru_keras.layers.reuse import MAX_REUSES
+from lru_keras.validation import require_bool, require_dropout, require_positive_int
 from lru_keras.zoo import scaffold
 
 STEM_FILTERS = 64
@@ -33,8 +30,9 @@ DEFAULT_CLASSES = 10
 
 
 def stage_widths(width):
-    """F of the four LRU blocks for a width multiplier; each must be a multiple of 8 (groups)."""
-    first = BASE_WIDTHS[0] * require_finite_positive("width", width)
+    """F of the four LRU blocks for a width multiplier; each must be a multiple of 8 (groups),
+    and the widest layer (stage 4) within `scaffold.MAX_CHANNELS`."""
+    first = BASE_WIDTHS[0] * scaffold.require_width(width, widest=BASE_WIDTHS[-1])
     if not (first == int(first) and int(first) % HEAD_GROUPS == 0):
         raise ValueError(
             f"`width` must be a positive multiple of 0.125 (so that 64*width is a multiple of "
@@ -66,8 +64,9 @@ def LruNet(
     """Builds N-LruNet-(width)x, optionally with pretrained weights.
 
     Args:
-        reuse: N, how many times each LRU block is reused (paper: 1..16).
-        width: width multiplier alpha (stage widths 64/128/256/512 x alpha), a multiple of 1/8.
+        reuse: N, how many times each LRU block is reused (paper: 1..16; at most 64).
+        width: width multiplier alpha (stage widths 64/128/256/512 x alpha), a multiple of 1/8
+            (at most 8: `scaffold.MAX_CHANNELS` channels in stage 4).
         weights: None (random init), a dataset name with published weights ("cifar10",
             "cifar100", "fashion_mnist"; see `lru_keras.zoo.list_weights()`), or the path of a
             `.weights.h5` file saved from a model built with the same arguments.
@@ -84,9 +83,11 @@ def LruNet(
         input_tensor: optional Keras tensor to use as the model input.
         name: model name; default "lrunet{N}_{width}x".
     """
-    reuse = require_positive_int("reuse", reuse)
+    reuse = require_positive_int("reuse", reuse, high=MAX_REUSES, unit="reuses per block")
     widths = stage_widths(width)
-    require_dropout(dropout)
+    width = float(width)  # a NumPy scalar too: the name and the weights lookup take floats
+    dropout = require_dropout(dropout)
+    shuffle = require_bool("shuffle", shuffle)
     start = scaffold.start(
         "LruNet", common, default_input_shape=DEFAULT_INPUT_SHAPE,
         default_classes=DEFAULT_CLASSES, min_size=16,

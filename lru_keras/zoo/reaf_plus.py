@@ -25,7 +25,8 @@ from lru_keras.layers.reaf import REAFPlusNormalization
 from lru_keras.validation import require_choice, require_dropout, require_positive_int
 from lru_keras.zoo import scaffold
 from lru_keras.zoo.reaf_resnet import (
-    PLAIN, STRIDED_CONVS, classifier, resnet_features, start_model,
+    PLAIN, STRIDED_CONVS, classifier, require_groups, require_stage_width, resnet_features,
+    start_model,
 )
 from lru_keras.zoo.scaffold import batch_norm
 
@@ -99,7 +100,7 @@ def REAFPlusMobileNetV2(
     cifar = stem == "cifar"
     if dropout is None:
         dropout = 0.0 if cifar else 0.2
-    require_dropout(dropout)
+    dropout = require_dropout(dropout)
     start = start_model("REAFPlusMobileNetV2", common,
                         dict(output_groups=output_groups, stem=stem))
     name = ("reaf_plus_" if plus_groups > 1 else "") + "mobilenetv2" + (
@@ -149,12 +150,8 @@ def REAFPlusResNeXt50(
             f"`output_groups`={output_groups!r} must divide the 256 output channels of the "
             f"first stage's third conv; allowed: None or a divisor of 256."
         )
-    cardinality = require_positive_int("cardinality", cardinality)
-    base_width = require_positive_int("base_width", base_width)
-    if base_width % cardinality:
-        raise ValueError(
-            f"`base_width`={base_width} must be a multiple of `cardinality`={cardinality}."
-        )
+    base_width = require_stage_width("base_width", base_width)
+    cardinality = require_groups("cardinality", cardinality, base_width)
     require_choice("strided_conv", strided_conv, STRIDED_CONVS)
     start = start_model("REAFPlusResNeXt50", common, dict(
         output_groups=output_groups, cardinality=cardinality, base_width=base_width,

@@ -41,6 +41,8 @@ from lru_keras.zoo import scaffold
 from lru_keras.zoo.scaffold import batch_norm
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+# Widths double at each stage after conv2: conv5's are conv2's x 8.
+LAST_STAGE_SCALE = 8
 STEM_FILTERS = 64
 STEMS = ("imagenet", "cifar")
 DEFAULT_INPUT_SHAPE = {"imagenet": (224, 224, 3), "cifar": (32, 32, 3)}
@@ -68,6 +70,24 @@ def parse_config(config, name="config"):
 
 def config_text(groups):
     return "-".join(map(str, groups))
+
+
+def require_stage_width(name, value):
+    """A width at conv2 (`base_width`, `out_width`) as an int; ValueError unless conv5's,
+    `LAST_STAGE_SCALE` times it, stays within `scaffold.MAX_CHANNELS` (so at most 512; the
+    paper's widest is 136)."""
+    return scaffold.require_channels(name, value, widest_per_unit=LAST_STAGE_SCALE)
+
+
+def require_groups(name, groups, width):
+    """Groups of a grouped conv on `width` channels at conv2 (doubled later) as an int;
+    ValueError unless they divide `width` (which bounds them too)."""
+    groups = require_positive_int(name, groups)
+    if width % groups:
+        raise ValueError(f"`{name}`={groups} must divide base_width={width} (every group "
+                         f"takes the same number of channels); allowed: the divisors of "
+                         f"{width}.")
+    return groups
 
 
 # ------------------------------------------------------------------------------------------
@@ -174,7 +194,7 @@ def resnet_features(x, *, depth, base_width, out_width, groups, plus_groups=1, s
         x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     bottleneck = depth >= 50
     for stage, blocks in enumerate(STAGE_BLOCKS[depth]):
-        scale = 2**stage
+        scale = 2**stage  # LAST_STAGE_SCALE at conv5
         filters = STEM_FILTERS * scale * (4 if bottleneck else 1)
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
@@ -223,10 +243,10 @@ def REAFResNet(
             with the dataset's per-channel mean/std (True), or takes standardised inputs.
         name: model name; default e.g. "reaf_resnet50_72-72_4-3-4" or "resnet50".
     """
-    depth = require_choice("depth", depth, tuple(STAGE_BLOCKS))
+    depth = int(require_choice("depth", depth, tuple(STAGE_BLOCKS)))
     groups = parse_config(config)
     require_choice("strided_conv", strided_conv, STRIDED_CONVS)
-    base_width = require_positive_int(
+    base_width = require_stage_width(
         "base_width", (72 if groups else 64) if base_width is None else base_width)
     if out_width is not None and depth < 50 and out_width != base_width:
         raise ValueError(
@@ -234,7 +254,8 @@ def REAFResNet(
             f"basic blocks of depth {depth} the REAF conv's output width is base_width. "
             f"Allowed: None or {base_width}."
         )
-    out_width = require_positive_int("out_width", base_width if out_width is None else out_width)
+    out_width = require_stage_width("out_width",
+                                    base_width if out_width is None else out_width)
     reaf = groups or PLAIN
     layout = ({"conv1": PLAIN, "conv2": reaf, "conv3": PLAIN} if depth >= 50
               else {"conv1": reaf, "conv2": PLAIN})
@@ -293,13 +314,13 @@ def REAFResNeXt(
             (the paper's counts: 20.39M and 20.89M on ImageNet).
         the rest: as REAFResNet.
     """
-    depth = require_choice("depth", depth, (50, 101))
+    depth = int(require_choice("depth", depth, (50, 101)))
     reaf = parse_config(config)
-    groups = require_positive_int("groups", groups)
-    conv_groups = reaf or (groups, 1, groups)
     if base_width is None:
         base_width = 64 if reaf else 128
-    base_width = require_positive_int("base_width", base_width)
+    base_width = require_stage_width("base_width", base_width)
+    groups = require_groups("groups", groups, base_width)
+    conv_groups = reaf or (groups, 1, groups)
     require_choice("strided_conv", strided_conv, STRIDED_CONVS)
     start = start_model("REAFResNeXt", common, dict(
         depth=depth, config=None if reaf is None else config_text(reaf), groups=groups,

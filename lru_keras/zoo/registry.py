@@ -35,7 +35,7 @@ def _load_families():
 def get_builder(name):
     """The builder function called `name`; ValueError listing the registered builders."""
     _load_families()
-    if name not in _BUILDERS:
+    if not isinstance(name, str) or name not in _BUILDERS:
         raise ValueError(f"Unknown model builder {name!r}; registered: {sorted(_BUILDERS)}.")
     return _BUILDERS[name]
 

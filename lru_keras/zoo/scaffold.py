@@ -34,7 +34,6 @@ from lru_keras.validation import (
     require_bool,
     require_choice,
     require_finite_positive,
-    require_int,
     require_positive_int,
 )
 from lru_keras.zoo import registry
@@ -194,7 +193,8 @@ class Start:
 
 def start(builder, common, *, default_input_shape, default_classes, min_size, pixel_stats=None,
           architecture=None):
-    """Resolves the keras.applications arguments of a `builder` call; returns a `Start`.
+    """Checks and resolves the keras.applications arguments of a `builder` call, before any
+    layer is made; returns a `Start`.
 
     Args:
         builder: the registered builder name (to find its weights).
@@ -202,24 +202,34 @@ def start(builder, common, *, default_input_shape, default_classes, min_size, pi
             - `weights`: None, a weights name or dataset of the registry, or a `.weights.h5`
               path; its entry gives the default classes and input shape.
             - `input_shape`: None: the `input_tensor`'s shape, else the weights', else
-              `default_input_shape`. Height and width must be >= `min_size` (or None).
-            - `input_tensor`: a Keras tensor to build on; the model's inputs are then its
-              source inputs (`keras.utils.get_source_inputs`), as in keras.applications.
-            - `classes`: None: the weights' classes, else `default_classes`.
+              `default_input_shape`. Height and width must be in [`min_size`,
+              `MAX_IMAGE_SIZE`] (or None), channels in [1, `MAX_INPUT_CHANNELS`].
+            - `input_tensor`: a Keras tensor to build on, its shape checked as
+              `input_shape` (which, if given too, must equal it); the model's inputs are
+              then its source inputs (`keras.utils.get_source_inputs`), as in
+              keras.applications.
+            - `classes`: None: the weights' classes, else `default_classes`; at most
+              `MAX_CLASSES`; only with include_top=True.
             - `include_preprocessing`: prepend the pixel preprocessing: raw pixels in
               [0, 255] to [0, 1] (layer "rescaling"), or with `pixel_stats` = (mean, std) per
-              channel of [0, 1] pixels, standardised (layer "normalization", one multiply-add).
+              channel of [0, 1] pixels, standardised (layer "normalization", one multiply-add;
+              the input must then have that many channels).
             - `include_top`: False leaves out the classifier head (see `Start.finish`).
-            - `classifier_activation`: the activation on the class scores; None: none.
+            - `classifier_activation`: the activation on the class scores (a Keras
+              activation name or a callable); None: none.
             - `pooling`: with include_top=False, None, "avg" or "max".
             - `name`: the model's name; None: the builder's default.
         architecture: the builder arguments the weights must fit.
     """
-    pooling = require_choice("pooling", common["pooling"], POOLINGS)
-    include_top, classes = common["include_top"], common["classes"]
-    input_shape, input_tensor = common["input_shape"], common["input_tensor"]
-    if input_tensor is not None:
-        input_shape = _tensor_shape(input_tensor, input_shape)
+    include_top = require_bool("include_top", common["include_top"])
+    include_preprocessing = require_bool("include_preprocessing",
+                                         common["include_preprocessing"])
+    pooling = _check_pooling(common["pooling"], include_top)
+    classes = _check_classes(common["classes"], include_top)
+    classifier_activation = _check_activation(common["classifier_activation"])
+    name = _check_name(common["name"])
+    input_shape, requested = _requested_shape(common["input_shape"], common["input_tensor"],
+                                              min_size)
     entry = None
     if common["weights"] is not None:
         entry = weights_registry.resolve(
@@ -228,48 +238,155 @@ def start(builder, common, *, default_input_shape, default_classes, min_size, pi
         )
         classes = entry.classes if classes is None else classes
         input_shape = entry.input_shape if input_shape is None else input_shape
-    classes = require_positive_int("classes", default_classes if classes is None else classes)
-    input_shape = _check_shape(default_input_shape if input_shape is None else input_shape,
-                               min_size)
+    classes = default_classes if classes is None else classes
+    if input_shape is None:  # the default must fit the architecture too (ConvMixer's patch)
+        input_shape = _check_shape(
+            default_input_shape, min_size,
+            f"{builder}'s default input shape {tuple(default_input_shape)} (give `input_shape`)")
+    if include_preprocessing and pixel_stats is not None:
+        _check_standardised_channels(builder, input_shape, requested, len(pixel_stats[0]))
+    input_tensor = common["input_tensor"]
     if input_tensor is None:
         inputs = x = keras.Input(input_shape, name="image")
     else:
         inputs, x = keras.utils.get_source_inputs(input_tensor), input_tensor
-    if common["include_preprocessing"]:
+    if include_preprocessing:
         x = _preprocessing(pixel_stats)(x)
     return Start(inputs=inputs, x=x, classes=classes, entry=entry, include_top=include_top,
-                 pooling=pooling, classifier_activation=common["classifier_activation"],
-                 name=common["name"])
+                 pooling=pooling, classifier_activation=classifier_activation, name=name)
 
 
-def _tensor_shape(input_tensor, input_shape):
+def require_width(value, widest, name="width"):
+    """`value` as a float if it is a width multiplier the builders can take: finite, > 0,
+    and small enough that the widest layer, `widest` channels at width 1, has at most
+    `MAX_CHANNELS`; else a ValueError naming `name` and the allowed range."""
+    return require_finite_positive(
+        name, value, high=MAX_CHANNELS / widest,
+        unit=f"(the widest layer has {widest} x {name} channels, at most {MAX_CHANNELS})")
+
+
+def require_channels(name, value, widest_per_unit=1):
+    """`value` as an int if it is a channel count >= 1 small enough that the widest layer,
+    `widest_per_unit` x `value` channels (e.g. 8 for a ResNet's base width, doubled three
+    times), has at most `MAX_CHANNELS`; else a ValueError naming `name` and the range."""
+    high = MAX_CHANNELS // widest_per_unit
+    unit = "channels" if widest_per_unit == 1 else (
+        f"(the widest layer has {widest_per_unit} x {name} channels, at most {MAX_CHANNELS})")
+    return require_positive_int(name, value, high=high, unit=unit)
+
+
+def _check_pooling(pooling, include_top):
+    pooling = require_choice("pooling", pooling, POOLINGS)
+    if pooling is not None and include_top:
+        raise ValueError(
+            f"`pooling`={pooling!r} needs include_top=False: it pools the feature map that "
+            f"replaces the classifier head (which pools by itself); drop `pooling` or set "
+            f"include_top=False."
+        )
+    return pooling
+
+
+def _check_classes(classes, include_top):
+    if classes is None:
+        return None
+    classes = require_positive_int("classes", classes, high=MAX_CLASSES, unit="classes")
+    if not include_top:
+        raise ValueError(
+            f"`classes`={classes} needs include_top=True: without the classifier head the "
+            f"model has no classes; drop `classes` or set include_top=True."
+        )
+    return classes
+
+
+def activation_names():
+    """The names `keras.activations.get` takes (a `classifier_activation` may be one)."""
+    return sorted(name for name in dir(keras.activations)
+                  if not name.startswith("_") and name not in ("get", "serialize", "deserialize"))
+
+
+def _check_activation(activation):
+    if activation is None or callable(activation) or activation in activation_names():
+        return activation
+    raise ValueError(
+        f"`classifier_activation` must be None, a callable or a Keras activation name, one of "
+        f"{activation_names()}; got {activation!r}."
+    )
+
+
+def _check_name(name):
+    if name is not None and not (isinstance(name, str) and name and "/" not in name):
+        raise ValueError(f"`name` must be None or a non-empty string without '/', got "
+                         f"{name!r}.")
+    return name
+
+
+def _requested_shape(input_shape, input_tensor, min_size):
+    """The checked (height, width, channels) the call asks for, and how to name it in a
+    message: `input_tensor`'s shape (`input_shape`, if given too, must equal it), else
+    `input_shape`; (None, None) if neither is given."""
+    requested = None
+    if input_shape is not None:
+        requested = f"`input_shape`={input_shape!r}"
+        input_shape = _check_shape(input_shape, min_size, requested)
+    if input_tensor is None:
+        return input_shape, requested
     if not keras.utils.is_keras_tensor(input_tensor):
         raise ValueError(
             f"`input_tensor` must be a Keras tensor (e.g. `keras.Input((32, 32, 3))` or a "
             f"layer's output), got {type(input_tensor).__name__}."
         )
-    shape = tuple(input_tensor.shape[1:])
-    if input_shape is not None and tuple(input_shape) != shape:
+    shape = tuple(input_tensor.shape)
+    tensor_shape = _check_shape(shape[1:], min_size, f"`input_tensor` of shape {shape}")
+    if input_shape is not None and input_shape != tensor_shape:
         raise ValueError(
-            f"`input_shape`={tuple(input_shape)} disagrees with the shape {shape} of "
-            f"`input_tensor`; give one or the other."
+            f"{requested} disagrees with `input_tensor`, whose shape is {shape} (image shape "
+            f"{tensor_shape}); give one or the other."
         )
-    return shape
+    return tensor_shape, f"`input_tensor` of shape {shape}"
 
 
-def _check_shape(input_shape, min_size):
-    input_shape = tuple(input_shape)
-    if not (len(input_shape) == 3 and _is_size(input_shape[2], 1)
-            and all(d is None or _is_size(d, min_size) for d in input_shape[:2])):
+def _check_shape(shape, min_size, what):
+    """`shape` as a tuple of ints (None for a variable height or width) if it is a valid
+    image shape, else a ValueError starting with `what`."""
+    dims = None if isinstance(shape, (str, bytes)) else _as_tuple(shape)
+    if dims is None or len(dims) != 3:
         raise ValueError(
-            f"`input_shape` must be (height, width, channels) with height and width >= "
-            f"{min_size} (or None), got {input_shape!r}."
+            f"{what}: an input shape is 3 values (height, width, channels), channels last and "
+            f"without the batch axis, e.g. (32, 32, 3)."
         )
-    return input_shape
+    limits = (("height", min_size, MAX_IMAGE_SIZE), ("width", min_size, MAX_IMAGE_SIZE),
+              ("channels", 1, MAX_INPUT_CHANNELS))
+    for value, (axis, low, high) in zip(dims, limits):
+        variable = axis != "channels"
+        if value is None and variable:
+            continue
+        if not (_is_integer(value) and low <= value <= high):
+            raise ValueError(
+                f"{what}: {axis} must be an integer in [{low}, {high}]"
+                f"{' or None' if variable else ''}, got {value!r}."
+            )
+    return tuple(None if d is None else int(d) for d in dims)
 
 
-def _is_size(value, low):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+def _as_tuple(value):
+    try:
+        return tuple(value)
+    except TypeError:
+        return None
+
+
+def _is_integer(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_standardised_channels(builder, input_shape, requested, channels):
+    if input_shape[-1] != channels:
+        raise ValueError(
+            f"{requested or f'The input shape {input_shape}'} has {input_shape[-1]} "
+            f"channel(s), but {builder}'s input standardisation (include_preprocessing=True) "
+            f"has a mean and std for {channels}: give {channels}-channel images, or "
+            f"include_preprocessing=False and standardised inputs."
+        )
 
 
 def _preprocessing(pixel_stats):

@@ -22,7 +22,7 @@ its own BatchNorm. The paper's figures (CIFAR-10): d8 baseline ~12.1M, d4 shared
 
 import keras
 
-from lru_keras.validation import require_choice, require_positive_int
+from lru_keras.validation import require_int, require_positive_int
 from lru_keras.zoo import scaffold
 from lru_keras.zoo.scaffold import batch_norm
 
@@ -32,6 +32,9 @@ STAGE_STRIDES = (1, 2, 2)
 SE_REDUCTION = 16
 DEFAULT_INPUT_SHAPE = (32, 32, 3)
 DEFAULT_CLASSES = 10
+# Blocks per stage: the paper uses 2..10. Far above, so that a typo is refused before the
+# model is built (3 x 64 blocks build in about 10 s; 10**4 would take hours).
+MAX_DEPTH = 64
 
 
 def _conv3x3(filters, strides, name):
@@ -85,32 +88,38 @@ def SEResNet(
     """Builds SE-ResNet-d`depth`, optionally with one shared 3x3 kernel per chosen stage.
 
     Args:
-        depth: blocks per stage (the paper: 2..10; d8 is its best baseline on CIFAR).
-        widths: channels of the three stages ((64, 128, 256) in the paper).
+        depth: blocks per stage (the paper: 2..10; d8 is its best baseline on CIFAR), at most
+            64.
+        widths: channels of the three stages ((64, 128, 256) in the paper), each at most
+            `scaffold.MAX_CHANNELS`.
         share_stages: stages (1-based) whose isomorphic 3x3 convs share one kernel: () is the
             baseline, (1, 2, 3) the paper's all-stages sharing, (2, 3) and (3,) its other two.
-        se_reduction: reduction ratio of the SE bottleneck (16).
+        se_reduction: reduction ratio of the SE bottleneck (16; the bottleneck keeps at least
+            one unit), at most `scaffold.MAX_CHANNELS`.
         weights, input_shape, input_tensor, include_top, include_preprocessing, classes,
             classifier_activation, pooling: keras.applications' (`scaffold.start`); no
             SE-ResNet weights are published, `weights` takes a `.weights.h5` path. Defaults:
             input (32, 32, 3), 10 classes; include_top=False returns the stage-3 feature map.
         name: model name; default "se_resnet_d{depth}" plus "_shared{stages}" when shared.
     """
-    depth = require_positive_int("depth", depth)
-    widths = tuple(widths)
-    if len(widths) != len(STAGE_STRIDES):
-        raise ValueError(f"`widths` must give {len(STAGE_STRIDES)} stage widths, got {widths!r}.")
-    for w in widths:
-        require_positive_int("widths", w)
+    depth = require_positive_int("depth", depth, high=MAX_DEPTH, unit="blocks per stage")
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__") or (
+            len(widths) != len(STAGE_STRIDES)):
+        raise ValueError(f"`widths` must give {len(STAGE_STRIDES)} stage widths, e.g. "
+                         f"{DEFAULT_WIDTHS}, got {widths!r}.")
+    widths = tuple(scaffold.require_channels("widths", w) for w in widths)
     if isinstance(share_stages, (str, bytes)) or not hasattr(share_stages, "__iter__"):
         raise ValueError(
             f"`share_stages` must be a tuple of stage numbers in [1, 2, 3] (e.g. (2, 3)), got "
             f"{share_stages!r}."
         )
-    share_stages = tuple(sorted(set(share_stages)))
-    for s in share_stages:
-        require_choice("share_stages", s, range(1, len(widths) + 1))
-    se_reduction = require_positive_int("se_reduction", se_reduction)
+    share_stages = tuple(sorted({require_int("share_stages", s, 1, high=len(widths),
+                                             unit="(the stage numbers are 1, 2, 3)")
+                                 for s in share_stages}))
+    # A ratio of C or more leaves an SE bottleneck on C channels one unit (C // ratio, at
+    # least 1): one above the widest layer the builders make changes nothing.
+    se_reduction = require_positive_int("se_reduction", se_reduction, high=scaffold.MAX_CHANNELS,
+                                        unit="(the widest layer's channels)")
     start = scaffold.start(
         "SEResNet", common, default_input_shape=DEFAULT_INPUT_SHAPE,
         default_classes=DEFAULT_CLASSES, min_size=4,

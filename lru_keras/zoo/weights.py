@@ -208,7 +208,8 @@ def save_weights(model, path):
     """Saves `model`'s weights to the `.weights.h5` file `path`, atomically, and beside it
     the `.sha256` sidecar that every load checks (a flipped byte in an HDF5 weights file
     loads without complaint otherwise). `path` is checked first (`check_save_path`).
-    Returns it as a Path."""
+    Returns it as a Path. (A crash between the two writes leaves the complete new file,
+    without a sidecar or with the old one, which loading then refuses, naming the file.)"""
     path = check_save_path(path)
     with atomic.replacing(path) as temporary:
         model.save_weights(temporary)

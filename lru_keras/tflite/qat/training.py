@@ -14,6 +14,7 @@ import numpy as np
 from lru_keras import data
 from lru_keras.layers.export_form import ExportConstants
 from lru_keras.layers.reuse import LRUBlock, norm_constants, set_affine
+from lru_keras.progress import Ticker
 from lru_keras.tflite import calibration_data, equalization, graph, options
 from lru_keras.tflite.errors import QATError, UnsupportedModelError
 from lru_keras.tflite.export import export
@@ -95,8 +96,12 @@ def quantize_aware(model, train_data, path, *, epochs=DEFAULTS["epochs"],
            "seed": seed, "train": job["train"]["description"], "history": history,
            "seconds": round(seconds, 1), "transfer_error": transfer_error,
            "tool": "tensorflow-model-optimization 0.8.1 (tf_keras, child process)"}
-    spec = export(finetuned, path, "int8", representative, dataset=dataset, labels=labels,
-                  data_dir=data_dir, extra_spec={"qat": qat}, verbose=verbose > 0)
+    # The last phase on stdout too, with the child's (the export says its steps on stderr).
+    with Ticker("qat", f"writing {path.name} (the int8 export)", stream=sys.stdout,
+                enabled=verbose > 0):
+        spec = export(finetuned, path, "int8", representative, dataset=dataset,
+                      labels=labels, data_dir=data_dir, extra_spec={"qat": qat},
+                      verbose=verbose > 0)
     return spec, finetuned
 
 
