@@ -3,9 +3,9 @@
 Importing TensorFlow writes six lines to stderr on these machines (absl's "All log messages
 before absl::InitializeLog() is called are written to STDERR", oneDNN's notice and "Could not
 find cuda drivers", each twice), whatever TF_CPP_MIN_LOG_LEVEL says: C++ writes them before
-the logging level is read. Its first operation adds two lines on the CPU features it was not
-built for and one on the failed CUDA probe. A command-line user who mistyped an argument saw them above the
-one-line error. `without_startup_lines` holds back what the process writes to stderr (file
+the logging level is read. Listing its devices adds two lines on the CPU features it was not
+built for and one on the failed CUDA probe. A command-line user who mistyped an argument saw
+them above the one-line error. `without_startup_lines` holds back what the process writes to stderr (file
 descriptor 2, so C++ output too) during the package's first imports, and then writes back
 every line that is not one of those notices (`lru-keras --verbose` shows them).
 """
@@ -28,13 +28,15 @@ STARTUP_LINES = re.compile(
 
 
 def start_tensorflow_quietly() -> None:
-    """Imports TensorFlow and initialises its devices without their notices (the CPU
+    """Imports TensorFlow and lists its physical devices without their notices (the CPU
     features it was not built for, the failed CUDA probe on a machine without a GPU): for the
-    command line, whose first line of output should be the command's own."""
+    command line, whose first line of output should be the command's own. The runtime is not
+    started: `train --strategy mirrored --cpu-devices N` and multi-worker collectives
+    configure it afterwards."""
     with without_startup_lines():
         import tensorflow as tf
 
-        tf.config.list_logical_devices()
+        tf.config.list_physical_devices()
 
 
 HELD_BACK: list[bytes] = []  # the notices held back in this process, for `show_startup_lines`
