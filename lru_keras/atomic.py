@@ -56,3 +56,44 @@ def write_synced(path, content):
 def write_text(path, text):
     """Writes `text` (UTF-8) to `path` atomically."""
     write_bytes(path, text.encode())
+
+
+def check_writable_folder(folder, label: str) -> None:
+    """ValueError naming `folder` (`label` says what it is, e.g. "run dir") unless files can
+    be created in it, or, while it does not exist, in the nearest folder above it that does
+    (where it would be made). Checked before long work whose results go there."""
+    folder = Path(os.fspath(folder)).absolute()
+    existing = folder
+    while not existing.exists() and not existing.is_symlink():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{label} {str(folder)!r} exists and is not a directory"
+                         if existing == folder else
+                         f"{label} {str(folder)!r} cannot be created: {str(existing)!r} is a "
+                         f"file, not a directory")
+    try:  # a probe file: the one test of writability that holds for every user and file system
+        handle, probe = tempfile.mkstemp(prefix=".write-probe.", dir=existing)
+    except OSError as error:
+        where = "" if existing == folder else f" (checked in {str(existing)!r})"
+        raise ValueError(f"{label} {str(folder)!r} is not writable: {error.strerror}{where}. "
+                         f"Choose a directory you can write to.") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def check_writable_file(path, label: str, companions=()) -> Path:
+    """`path` as a Path if it, and the `companions` written beside it (sidecar files), can be
+    written: not directories, in a folder that exists and takes new files, and not read-only
+    where they exist already; else a ValueError naming `label` and the file."""
+    path = Path(os.fspath(path))
+    for target in (path, *companions):
+        if target.is_dir():
+            raise ValueError(f"{label} {str(target)!r} is a directory, not a file.")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"{label} {str(path)!r}: folder {str(folder)!r} does not exist.")
+    check_writable_folder(folder, f"{label} {str(path)!r}: folder")
+    for target in (path, *companions):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise ValueError(f"{label} {str(target)!r} exists and is not writable.")
+    return path

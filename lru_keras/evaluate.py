@@ -177,7 +177,7 @@ def evaluate_batches(model, batches, total, *, dataset, split, progress=True, mo
     """
     import keras
 
-    from lru_keras.tflite.options import declared_input_range
+    from lru_keras.layers.preprocessing import declared_input_range
 
     checked = isinstance(model, keras.Model)
     pixel_range = declared_input_range(model) if checked else None

@@ -36,11 +36,16 @@ def require_int(name, value, low=0, high=None, unit=None):
     return value
 
 
+class TooLargeError(ValueError):
+    """A value above a bound that keeps work finite: the message names the bound, and callers
+    that rephrase other errors (the command line's argument types) pass it on as it is."""
+
+
 def require_at_most(name, value, high, unit=None, allowed=None):
     """Returns `value` if it is <= `high`, else a ValueError "`name`=value is too large: at
     most `high` `unit`", with the `allowed` range (e.g. "1 to 64") if given."""
     if value > high:
-        raise ValueError(
+        raise TooLargeError(
             f"`{name}`={_number(value)} is too large: at most {_number(high)}"
             + (f" {unit}" if unit else "") + (f"; allowed: {allowed}" if allowed else "") + "."
         )

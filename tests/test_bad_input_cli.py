@@ -57,6 +57,7 @@ CASES = {
                                      ["nodir", "does not exist"]),
     "export into a file's folder": (["export", *W, "-o", "file.txt/m.tflite"],
                                     ["file.txt"]),
+    "info, width too large": (["info", "--width", "1000"], ["--width", "at most 8"]),
     "compare without dataset": (["compare"], ["--dataset"]),
     "compare, limit 0": (["compare", "--dataset", "cifar10", "--limit", "0"],
                          ["--limit", "'0'"]),

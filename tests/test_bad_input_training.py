@@ -108,7 +108,7 @@ def tiny_search(fashion_dir, tmp_path_factory):
 # a folder holding a file of the user's, {run}: the run or project dir (never created).
 ARGUMENTS = [
     ("train", ["--epochs", "0"], "argument --epochs: expected a positive integer"),
-    ("train", ["--epochs", "1000000"], "epochs=1000000 is more than the limit of 10,000"),
+    ("train", ["--epochs", "1000000"], "`epochs`=1000000 is too large: at most 10000"),
     ("train", ["--batch-size", "0"], "argument --batch-size: expected a positive integer"),
     ("train", ["--batch-size", "1000000000"],
      "batch_size=1000000000 is larger than the 200 training images"),
@@ -122,7 +122,7 @@ ARGUMENTS = [
     ("train", ["--seed", "-1"], "`seed` must be an integer >= 0, got -1"),
     ("train", ["--seed", str(2**32)], "seed=4294967296 must be an integer in 0..4294967295"),
     ("train", ["--strategy", "mirrored", "--cpu-devices", "1000"],
-     "cpu_devices=1000 is more than the limit of 64"),
+     "`cpu_devices`=1000 is too large: at most 64"),
     ("train", ["--cpu-devices", "2"], "cpu_devices=2 only goes with strategy='mirrored'"),
     ("train", ["--mixed-precision", "float16"], "mixed_precision='float16' needs a GPU"),
     ("train", ["--model", "resnet"], "model='resnet' is not a registered model"),
@@ -140,8 +140,8 @@ ARGUMENTS = [
     ("train", ["--run-dir", "{file}/run"], "run dir '{file}/run' cannot be created"),
     ("train", ["--run-dir", "{notes}"], "run dir '{notes}' is not empty and is not a training"),
     ("tune", ["--max-trials", "0"], "argument --max-trials: expected a positive integer"),
-    ("tune", ["--max-trials", "100000"], "max_trials=100000 is more than the limit of 1,000"),
-    ("tune", ["--epochs", "1000000"], "epochs=1000000 is more than the limit of 10,000"),
+    ("tune", ["--max-trials", "100000"], "`max_trials`=100000 is too large: at most 1000"),
+    ("tune", ["--epochs", "1000000"], "`epochs`=1000000 is too large: at most 10000"),
     ("tune", ["--batch-size", "1000000000"],
      "batch_size=1000000000 is larger than the 300 training images"),
     ("tune", ["--lr", "inf"], "learning_rate=inf must be a finite positive number"),

@@ -30,6 +30,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from lru_keras import cli, data, tflite, zoo
 from lru_keras.layers import LRUBlock
+from lru_keras.layers.preprocessing import declared_input_range
 from lru_keras.tflite import flatbuffer
 from lru_keras.zoo import ConvMixer, LruNet
 
@@ -263,7 +264,7 @@ def test_declared_pixel_range_is_used_and_a_contradicting_one_refused(tmp_path):
     from lru_keras.zoo import REAFResNet
 
     model = REAFResNet(depth=18, stem="cifar")
-    assert tflite.options.declared_input_range(model) == (0.0, 255.0)
+    assert declared_input_range(model) == (0.0, 255.0)
     with pytest.raises(ValueError, match=r"contradicts model .* \(0.0, 255.0\)"):
         tflite.export(LruNet(reuse=1, width=0.25), tmp_path / "m.tflite", input_range=(0, 1))
     assert listing(tmp_path) == []

@@ -248,13 +248,13 @@ def test_default_validation_is_5000_or_a_tenth(sorted_dir):
     ({"mixed_precision": "int8"}, "mixed_precision='int8'"),
     ({"model_args": {"classes": 3}}, "model_args['classes']"),
     ({"model_args": {"depth": 3}}, "model_args['depth']"),
-    ({"epochs": 10**9}, "epochs=1000000000 is more than the limit of 10,000"),
+    ({"epochs": 10**9}, "`epochs`=1000000000 is too large: at most 10000"),
     ({"learning_rate": float("inf")}, "learning_rate=inf must be a finite positive number"),
     ({"weight_decay": float("nan")}, "weight_decay=nan must be a finite number >= 0"),
     ({"recipe": "short", "epochs": 2, "warmup_epochs": 3}, "warmup_epochs=3 is longer than"),
     ({"seed": -1}, "`seed` must be an integer >= 0, got -1"),
     ({"seed": 2**32}, "seed=4294967296 must be an integer in 0..4294967295"),
-    ({"strategy": "mirrored", "cpu_devices": 1000}, "cpu_devices=1000 is more than the limit"),
+    ({"strategy": "mirrored", "cpu_devices": 1000}, "`cpu_devices`=1000 is too large"),
 ])
 def test_bad_options_are_clear_errors(options, named):
     with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")

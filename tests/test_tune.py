@@ -400,7 +400,7 @@ def test_cli_hyperband_search_continues_its_best_trial_and_prints_the_table(
     (["--max-params", "-5"], "argument --max-params: expected a positive integer, got '-5'"),
     (["--max-mflops", "0"], "argument --max-mflops: expected a positive number, got '0'"),
     (["--max-trials", "0"], "argument --max-trials: expected a positive integer, got '0'"),
-    (["--max-trials", "100000"], "max_trials=100000 is more than the limit of 1,000"),
+    (["--max-trials", "100000"], "`max_trials`=100000 is too large: at most 1000"),
     (["--project-dir", "/sys/lru_keras_test_project"],
      "project dir '/sys/lru_keras_test_project' is not writable"),
 ])

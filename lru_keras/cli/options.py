@@ -13,7 +13,7 @@ import sys
 
 from lru_keras import data, zoo
 from lru_keras.train import recipes
-from lru_keras.validation import require_int, require_positive_int
+from lru_keras.validation import TooLargeError, require_int, require_positive_int
 from lru_keras.zoo.lrunet import stage_widths
 
 # The model options besides --weights, by attribute name.
@@ -43,10 +43,13 @@ class Parser(argparse.ArgumentParser):
 
 
 def _argument_type(convert, check, wanted):
-    """An argparse type: `check(convert(text))`, or a usage error "expected `wanted`"."""
+    """An argparse type: `check(convert(text))`, or a usage error "expected `wanted`" (or the
+    bound it exceeds)."""
     def parse(text):
         try:
             return check(convert(text))
+        except TooLargeError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
         except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from lru_keras import checksums
+from lru_keras import atomic, checksums
 from lru_keras.data.catalog import CIFAR100_FINE_TO_COARSE, DATASETS, DatasetSpec, info
 
 IMPORT_COMMAND = "lru-keras data import --from-shared ../shared/data"
@@ -296,24 +296,6 @@ def _recorded_sources(name: str, data_dir: Path) -> dict[str, str]:
     return recorded
 
 
-def check_writable_data_dir(data_dir: Path) -> None:
-    """ValueError naming `data_dir` unless a dataset can be written there: it (or the folder
-    it would be made in) is a folder that takes a new file."""
-    existing = data_dir
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"data_dir {str(data_dir)!r}: {str(existing)!r} is a file, not a "
-                         f"folder.")
-    try:  # the one test of a folder's writability that holds for every user and file system
-        handle, probe = tempfile.mkstemp(prefix=".lru_keras-probe-", dir=existing)
-    except OSError as error:
-        raise ValueError(f"data_dir {str(data_dir)!r} is not writable: {error.strerror} "
-                         f"({str(existing)!r}).") from None
-    os.close(handle)
-    os.unlink(probe)
-
-
 def _import_unless_done(name: str, sources: dict[str, str], read, data_dir: Path,
                         overwrite: bool) -> Path:
     """Write the splits `read()` returns (keeping the others), unless every split is prepared
@@ -325,7 +307,8 @@ def _import_unless_done(name: str, sources: dict[str, str], read, data_dir: Path
         print(f"{name}: {', '.join(sources)} already prepared in {prepared_dir(name, data_dir)} "
               f"from the same source (sha256); skipped")
         return prepared_dir(name, data_dir)
-    check_writable_data_dir(data_dir)  # before the arrays are read (seconds, for the shared)
+    # Before the arrays are read (seconds, for the shared files).
+    atomic.check_writable_folder(data_dir, "data_dir")
     splits = read()
     kept = [split for split in prepared if split not in splits]
     all_splits = {split: _read_prepared(name, split, data_dir) for split in kept} | splits

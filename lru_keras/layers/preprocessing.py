@@ -65,3 +65,12 @@ class PixelPreprocessing(keras.layers.Rescaling):
         # Rescaling's own from_config reads "scale" and "offset", derived here.
         return cls(**config)
 
+
+def declared_input_range(model):
+    """The (low, high) pixel range a model declares: that of a `PixelPreprocessing` layer
+    reading its input directly (every zoo model built with include_preprocessing=True), else
+    None."""
+    for layer in model.layers[:2]:
+        if isinstance(layer, PixelPreprocessing):
+            return tuple(layer.input_range)
+    return None

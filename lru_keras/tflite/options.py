@@ -2,11 +2,10 @@
 called), which dataset and labels, which input range. Each is checked before any slow work
 starts."""
 
-import os
-import tempfile
 from pathlib import Path
 
-from lru_keras import data
+from lru_keras import atomic, data
+from lru_keras.layers.preprocessing import declared_input_range
 from lru_keras.validation import require_range
 
 LABELS_SUFFIX = ".labels.txt"
@@ -28,22 +27,7 @@ def sidecar_paths(path):
 
 def check_writable(path):
     """ValueError unless `path` (a .tflite file) and its sidecar files can be written."""
-    if path.exists() and path.is_dir():
-        raise ValueError(f"export path {str(path)!r} is a directory; give a file name such "
-                         f"as {str(path / 'model.tflite')!r}.")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ValueError(f"export path {str(path)!r}: folder {str(parent)!r} does not exist.")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-    except OSError as error:
-        raise ValueError(f"export path {str(path)!r} is not writable: {error.strerror} "
-                         f"({str(parent)!r}).") from None
-    os.close(handle)
-    os.unlink(probe)
-    for target in (path, *sidecar_paths(path)):
-        if target.exists() and not os.access(target, os.W_OK):
-            raise ValueError(f"export path {str(target)!r} exists and is not writable.")
+    atomic.check_writable_file(path, "export path", companions=sidecar_paths(path))
 
 
 def resolve_dataset(dataset, image_shape, outputs):
@@ -99,18 +83,6 @@ def resolve_input_range(model, input_range):
             f"include_preprocessing=False): pass input_range=(low, high), e.g. (0, 1) for "
             f"pixels scaled to [0, 1] or (0, 255) for raw pixels.")
     return declared
-
-
-def declared_input_range(model):
-    """The (low, high) pixel range of a `PixelPreprocessing` layer that reads the model's
-    input directly, else None."""
-    from lru_keras.layers import PixelPreprocessing
-
-    for layer in model.layers[:2]:
-        if isinstance(layer, PixelPreprocessing):
-            return tuple(layer.input_range)
-    return None
-
 
 
 def to_input_range(images, input_range):

@@ -17,7 +17,7 @@ import numbers
 
 from lru_keras import data
 from lru_keras.train import distribute, recipes
-from lru_keras.validation import require_int, require_positive_int
+from lru_keras.validation import require_at_most, require_int, require_positive_int
 from lru_keras import zoo
 
 # Fields that change how a run is executed, not what it computes: a run may be resumed with
@@ -225,8 +225,8 @@ def _check(config: TrainConfig) -> None:
         raise ValueError(f"strategy={config.strategy!r} is not one of "
                          f"{list(distribute.STRATEGIES)}")
     if config.cpu_devices is not None:
-        require_at_most("cpu_devices",
-                        require_positive_int("cpu_devices", config.cpu_devices), MAX_CPU_DEVICES)
+        require_at_most("cpu_devices", require_positive_int("cpu_devices", config.cpu_devices),
+                        MAX_CPU_DEVICES)
         if config.strategy != "mirrored":
             raise ValueError(f"cpu_devices={config.cpu_devices} only goes with "
                              f"strategy='mirrored' (got strategy={config.strategy!r})")
@@ -261,12 +261,3 @@ def _number_at_least(name, value, low):
 def _finite(value) -> bool:
     return (not isinstance(value, bool) and isinstance(value, numbers.Real)
             and math.isfinite(value))
-
-
-def require_at_most(name, value, limit):
-    """`value`, or a ValueError naming `name` and `limit` if it is above that bound (one no
-    real run or search reaches; see MAX_EPOCHS)."""
-    if value > limit:
-        raise ValueError(f"{name}={value!r} is more than the limit of {limit:,}; no real run "
-                         f"needs that many (a typo?)")
-    return value

@@ -31,7 +31,7 @@ import time
 import keras
 import numpy as np
 
-from lru_keras import __version__, analysis, checksums, data, zoo
+from lru_keras import __version__, analysis, atomic, checksums, data, zoo
 from lru_keras.progress import Ticker
 from lru_keras.train import callbacks, distribute, recipes, run_dir, splits
 from lru_keras.train import config as config_module
@@ -63,7 +63,7 @@ def train(config: TrainConfig | None = None, **options) -> dict:
         say(f"{paths.root}: this run is complete (test accuracy "
             f"{summary['test_accuracy']:.4f}); nothing to do.")
         return summary
-    run_dir.check_writable(paths.out, "run dir")
+    atomic.check_writable_folder(paths.out, "run dir")
     state = callbacks.read_state(paths, say)  # every file checked before anything is loaded
 
     # Everything that can refuse the configuration comes before `run_dir.record`, the first

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from lru_keras import atomic, checksums
@@ -114,30 +113,6 @@ def check(paths: RunPaths, identity: dict) -> str:
 def has_commits(directory: Path) -> bool:
     """Whether the run in `directory` has committed an epoch (or published anything)."""
     return any((directory / name).exists() for name in COMMITTED)
-
-
-def check_writable(directory: Path, label: str) -> None:
-    """ValueError naming `directory` unless a run (or search, `label` says which) can write
-    there: it is a directory, or can be made one, and a file can be created in it (while it
-    does not exist: in the nearest folder above it that does). Checked before any work, so
-    that a read-only or mistyped directory fails at once rather than after the first epoch.
-    """
-    directory = Path(directory).absolute()
-    existing = directory
-    while not existing.exists() and not existing.is_symlink():
-        existing = existing.parent
-    if not existing.is_dir():
-        where = ("exists and is not a directory" if existing == directory
-                 else f"cannot be created: {str(existing)!r} is not a directory")
-        raise ValueError(f"{label} {str(directory)!r} {where}")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".write-probe.", dir=existing)
-    except OSError as error:
-        where = "" if existing == directory else f" (checked in {str(existing)!r})"
-        raise ValueError(f"{label} {str(directory)!r} is not writable: {error.strerror}"
-                         f"{where}. Choose a directory you can write to.") from None
-    os.close(handle)
-    os.unlink(probe)
 
 
 def read_record(directory: Path, name: str, error: type, label: str) -> dict | None:

@@ -54,7 +54,7 @@ from lru_keras.tune import report
 from lru_keras.tune.budget import Budget, measure
 from lru_keras.tune.hypermodel import LruNetHyperModel
 from lru_keras.tune.space import SearchSpace
-from lru_keras.validation import require_int, require_positive_int
+from lru_keras.validation import require_at_most, require_int, require_positive_int
 
 OBJECTIVE = "score"
 INFEASIBLE_SCORE = -1.0
@@ -161,8 +161,8 @@ def resolve(config: SearchConfig) -> tuple[SearchConfig, train_config.TrainConfi
         raise ValueError(f"tuner={config.tuner!r} is not a known tuner; expected one of "
                          f"{list(TUNERS)}")
     if config.max_trials is not None:
-        train_config.require_at_most(
-            "max_trials", require_positive_int("max_trials", config.max_trials), MAX_TRIALS)
+        require_at_most("max_trials", require_positive_int("max_trials", config.max_trials),
+                        MAX_TRIALS)
     require_int("seed", config.seed, 0)
     space = config.space
     if isinstance(space, dict):
@@ -239,7 +239,7 @@ def search(config: SearchConfig | None = None, *, overwrite: bool = False,
     config, training = resolve(config)
     this_role = role()
     project = Path(config.project_dir or default_project_dir(config)).expanduser().absolute()
-    run_dir.check_writable(project, "project dir")
+    atomic.check_writable_folder(project, "project dir")
     plan = splits.plan_splits(config.dataset, validation=config.validation,
                               train_images=config.train_images, data_dir=config.data_dir)
     check_batch_size(training.batch_size, plan.train_images, 1)

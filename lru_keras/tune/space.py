@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 
+from lru_keras.validation import TooLargeError
 from lru_keras.zoo.lrunet import stage_widths
 
 # The paper's Table 2 varies N from 1 to 16.
@@ -99,6 +100,8 @@ def _width_value(value) -> float:
         if isinstance(value, bool):
             raise ValueError
         stage_widths(float(value))
+    except TooLargeError:
+        raise
     except (TypeError, ValueError):
         raise ValueError(f"width={value!r}: expected a positive multiple of 0.125 "
                          f"(0.25, 0.5, 1, 2, ...)") from None

@@ -224,22 +224,7 @@ def check_save_path(path, what="weights file"):
     if not path.name.endswith(".weights.h5"):
         raise ValueError(f"{what} {str(path)!r} must end in .weights.h5 (Keras's weights "
                          f"format).")
-    parent = path.parent
-    if not parent.is_dir():
-        raise ValueError(f"{what} {str(path)!r}: folder {str(parent)!r} does not exist.")
-    for target in (path, checksums.sidecar_path(path)):
-        if target.is_dir():
-            raise ValueError(f"{what} {str(target)!r} is a directory.")
-        if target.exists() and not os.access(target, os.W_OK):
-            raise ValueError(f"{what} {str(target)!r} exists and is not writable.")
-    try:  # the one test of a folder's writability that holds for every user and file system
-        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-    except OSError as error:
-        raise ValueError(f"{what} {str(path)!r} is not writable: {error.strerror} "
-                         f"({str(parent)!r}).") from None
-    os.close(handle)
-    os.unlink(probe)
-    return path
+    return atomic.check_writable_file(path, what, companions=[checksums.sidecar_path(path)])
 
 
 def _load_strict(model, path):
