@@ -91,8 +91,9 @@ def compare(dataset, *, tflite_dir=None, data_dir=None, limit=None, latency_runs
 def tflite_files(names, tflite_dir=None):
     """{weights name: {quantization: path}} of the int8 and float16 files of `names` in
     `tflite_dir` (None: the checkout's tflite/ folder); ValueError naming the missing files
-    and how to make them."""
+    and how to make them, or a damaged file (`runtime.read_model_file`), before any work."""
     from lru_keras.tflite.options import zoo_file_name
+    from lru_keras.tflite.runtime import read_model_file
 
     if tflite_dir is None and not MAKE_TFLITE.is_file():
         raise ValueError(
@@ -112,6 +113,9 @@ def tflite_files(names, tflite_dir=None):
             f"tflite_dir {str(folder)!r} lacks {', '.join(missing)}: make them with `python "
             f"tflite/make_tflite.py --only {lacking}` in a checkout (it writes tflite/), or "
             f"give tflite_dir a folder that holds them.")
+    for paths in files.values():
+        for path in paths.values():
+            read_model_file(path)
     return files
 
 
@@ -176,13 +180,12 @@ def _shown_value(row, key):
 
 
 def check_plot_path(path):
-    """ValueError unless `path` is a .png file name in an existing folder."""
+    """`path` as a Path if it is a .png file name that can be written, else a ValueError
+    naming it (checked before the minutes of measuring)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"plot path {str(path)!r} must end in .png.")
-    if not path.parent.is_dir():
-        raise ValueError(f"plot path {str(path)!r}: folder {str(path.parent)!r} does not exist.")
-    return path
+    return atomic.check_writable_file(path, "plot path")
 
 
 def plot_compare(result, path):
