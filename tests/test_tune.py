@@ -506,3 +506,25 @@ def test_search_refuses_bad_configurations(fashion_dir, tmp_path):
     (tmp_path / "p" / "notes.txt").write_text("mine")
     with pytest.raises(tune_run.SearchConflictError, match="holds no search.json"):
         search(project_dir=str(tmp_path / "p"), data_dir=str(fashion_dir), **TRAINING)
+
+
+def test_an_oracle_state_change_is_not_cut_by_ctrl_c():
+    """Ctrl-C in the middle of one (here: between a trial's two files) is raised after it."""
+    written = []
+
+    class Oracle:
+        def create_trial(self, tuner_id):
+            written.append("trial.json")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # Python runs a signal's handler here at the latest
+            written.append("oracle.json")
+            return tuner_id
+
+        update_trial = end_trial = create_trial
+
+    oracle = Oracle()
+    tune_run._state_changes_complete(oracle)
+    with pytest.raises(KeyboardInterrupt):
+        oracle.create_trial("tuner0")
+    assert written == ["trial.json", "oracle.json"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

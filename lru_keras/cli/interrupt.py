@@ -7,7 +7,11 @@ does two things:
 
 1. it raises KeyboardInterrupt in the main thread as usual, so that `finally` blocks run when
    the main thread gets there: temporary files are removed, a child process is stopped, and
-   `main` prints the one line;
+   `main` prints the one line. Python drops a KeyboardInterrupt that lands in a weakref
+   callback or a `__del__` ("Exception ignored in ..."), which let a search interrupted here
+   go on to finish its trial; so while the block has not ended, SIGINT is sent to the main
+   thread again every `RETRY_SECONDS` (a real signal, which also wakes a blocking sleep or
+   read);
 2. it wakes a watcher thread (the interpreter writes each signal's number to the
    `signal.set_wakeup_fd` pipe as it arrives), which, if the block has not ended `grace`
    seconds later (the main thread is inside a long TensorFlow call), prints the line and ends
@@ -23,11 +27,13 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from lru_keras.cli.options import print_error
 
 INTERRUPTED = 130  # the exit status of a command that SIGINT ended (128 + 2)
 GRACE_SECONDS = 3.0
+RETRY_SECONDS = 0.5
 
 
 def interrupted_message(resume_hint: str | None) -> str:
@@ -59,16 +65,22 @@ def exit_on_interrupt(resume_hint: str | None = None, grace: float = GRACE_SECON
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)  # set_wakeup_fd's requirement
     ended = threading.Event()
+    main_thread = threading.main_thread().ident
     previous_fd = signal.set_wakeup_fd(write_end)
     previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch():
         while received := os.read(read_end, 1):
-            if received[0] == signal.SIGINT and not ended.wait(grace):
-                report_interrupt(resume_hint)
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(INTERRUPTED)
+            if received[0] != signal.SIGINT:
+                continue
+            deadline = time.monotonic() + grace
+            while not ended.wait(min(RETRY_SECONDS, max(0.0, deadline - time.monotonic()))):
+                if time.monotonic() >= deadline:
+                    report_interrupt(resume_hint)
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(INTERRUPTED)
+                signal.pthread_kill(main_thread, signal.SIGINT)
 
     watcher = threading.Thread(target=watch, name="exit-on-interrupt", daemon=True)
     watcher.start()

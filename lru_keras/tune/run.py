@@ -35,11 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
 import math
 import os
+import signal
+import threading
 import warnings
 from pathlib import Path
 
@@ -309,7 +312,46 @@ def _write_results(result: SearchResult, tuner, config: SearchConfig,
 def make_tuner(config: SearchConfig, hypermodel, measure_trial, project: Path,
                overwrite: bool = False):
     """The KerasTuner tuner of a resolved config, reloading the project's state if there is
-    one (unless `overwrite`)."""
+    one (unless `overwrite`); its oracle's state changes are not cut by Ctrl-C
+    (`_state_changes_complete`)."""
+    tuner = _new_tuner(config, hypermodel, measure_trial, project, overwrite)
+    _state_changes_complete(tuner.oracle)
+    return tuner
+
+
+def _state_changes_complete(oracle) -> None:
+    """Makes each of the oracle's state changes (create, update and end a trial) one step
+    that Ctrl-C does not cut: a SIGINT that arrives during one is raised when it returns.
+
+    KerasTuner writes a new trial's trial.json, then oracle.json, which lists it as running.
+    A search interrupted between the two (where Ctrl-C lands as soon as the trial's file
+    appears) reloaded a trial that was neither finished nor running, so its resumption never
+    ran it again and ended one trial short.
+    """
+    for name in ("create_trial", "update_trial", "end_trial"):
+        setattr(oracle, name, _deferring_interrupts(getattr(oracle, name)))
+
+
+def _deferring_interrupts(method):
+    """`method`, with SIGINT held back until it returns (in the main thread, where Python
+    takes signals; elsewhere it is `method` as it is)."""
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return method(*args, **kwargs)
+        received = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+        try:
+            return method(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if received:
+                signal.raise_signal(signal.SIGINT)  # to the handler of before, now
+
+    return call
+
+
+def _new_tuner(config: SearchConfig, hypermodel, measure_trial, project: Path, overwrite):
     common = dict(
         hypermodel=hypermodel, objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
         # KerasTuner draws a random seed for seed=0, so 0 is shifted.
