@@ -33,19 +33,28 @@ data: $(VENV)/.installed
 	else echo "no $(SHARED)/data: the tests need the shared folder beside the repository" \
 	     "(or LRU_KERAS_ALLOW_NO_SHARED=1)" >&2; exit 2; fi
 
-test: $(VENV)/.installed data
+test: $(VENV)/.installed $(CLIENTS)/.installed data
 	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" -ra --durations=20 tests
+
+# The clients apps use, in their own venv (requirements-clients.lock says why): the tests read
+# exported files' standard metadata and classify with them through MediaPipe Tasks.
+CLIENTS := .venv-clients
+$(CLIENTS)/.installed: requirements-clients.lock
+	$(PYTHON) -m venv $(CLIENTS)
+	$(CLIENTS)/bin/python -m pip install --quiet --upgrade pip
+	$(CLIENTS)/bin/python -m pip install --quiet -r requirements-clients.lock
+	touch $@
 
 # The JAX and torch backends, for the full tier's layer tests under every backend.
 $(VENV)/.backends: $(VENV)/.installed
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,backends]'
 	touch $@
 
-check: $(VENV)/.installed $(VENV)/.backends data
+check: $(VENV)/.installed $(VENV)/.backends $(CLIENTS)/.installed data
 	$(PY) -m pytest -n $(TEST_WORKERS) -ra --durations=40 tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/keras_throughput.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(CLIENTS) build *.egg-info

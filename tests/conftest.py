@@ -255,3 +255,27 @@ def int8_exports(tmp_path_factory, make_tflite, prepared_datasets):
         return cache[name]
 
     return export
+
+
+CLIENTS_PYTHON = REPO / ".venv-clients" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def client():
+    """`client(script, *args)`: the JSON a reader that apps or hubs use prints for `args`:
+    `tests/clients/<script>.py`, run in .venv-clients (requirements-clients.lock says why it
+    is a venv of its own; `make test` and `make check` build it)."""
+    import json
+    import subprocess
+
+    def run(script, *args):
+        if not CLIENTS_PYTHON.is_file():
+            pytest.fail("no .venv-clients: run `make .venv-clients/.installed`")
+        done = subprocess.run(
+            [str(CLIENTS_PYTHON), str(REPO / "tests" / "clients" / f"{script}.py"),
+             *map(str, args)], capture_output=True, text=True, timeout=600,
+            env={**os.environ, "GLOG_minloglevel": "2"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+    return run

@@ -49,7 +49,7 @@ def export_one(entry, quantization, folder, data_dir=None):
     io_dtype = "uint8" if quantization == "int8" else None
     return tflite.export(model, Path(folder) / file_name(entry.name, quantization),
                          quantization, dataset=entry.dataset, data_dir=data_dir,
-                         io_dtype=io_dtype)
+                         io_dtype=io_dtype, model_info=entry.model_info())
 
 
 def structure(path):

@@ -27,6 +27,8 @@ from lru_keras.zoo.weights import MANIFEST
 HERE = Path(__file__).resolve().parent
 DEFAULT_REFERENCE = HERE.parent.parent / "shared" / "reference" / "cnn-layer-reuse"
 SOURCE = "okankop/CNN-layer-reuse (commit 1dd8d42), pretrained/{checkpoint}.t7, MIT License"
+AUTHOR = "Okan Köpüklü (okankop/CNN-layer-reuse); ported to Keras by lru_keras"
+LICENSE = "MIT"
 # The input contract every ported model has (builder defaults): raw pixels in [0, 255] (the
 # model rescales them to [0, 1], as the authors' networks take pixel / 255).
 INPUT_RANGE = (0, 255)
@@ -215,13 +217,48 @@ the paper's Table 7. Not keras.applications' {family} (see lru_keras/zoo/cifar_*
 """
 
 
+HUB_DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
+                     "fashion_mnist": "Fashion-MNIST"}
+
+
+def hub_header(name, dataset, accuracy):
+    """The Hugging Face model card header (YAML metadata: license, library, datasets, the test
+    accuracy as a model-index result), so that the weights publish on a hub as they are."""
+    return f"""---
+license: mit
+library_name: keras
+pipeline_tag: image-classification
+tags:
+- lru_keras
+- layer-reuse
+datasets:
+- {dataset}
+metrics:
+- accuracy
+model-index:
+- name: {name}
+  results:
+  - task:
+      type: image-classification
+    dataset:
+      name: {HUB_DATASET_NAMES[dataset]}
+      type: {dataset}
+      split: test
+    metrics:
+    - type: accuracy
+      value: {accuracy:.2f}
+---
+
+"""
+
+
 def card(name, checkpoint, dataset, builder, arguments, classes, input_shape, record, params):
-    """Model card text (Markdown) for one ported checkpoint."""
+    """Model card text (Markdown, under its hub header) for one ported checkpoint."""
     intro = (_lrunet_card(name, arguments, dataset) if builder == "LruNet"
              else _baseline_card(name, builder, arguments, dataset))
     output = ("softmax over the reference network's pooled scores" if builder == "LruNet"
               else "softmax over the reference network's logits")
-    return f"""# {name}
+    return hub_header(name, dataset, record["acc"]) + f"""# {name}
 
 {intro}
 - Source: {SOURCE.format(checkpoint=checkpoint)}; ported by zoo/convert_reference.py.
@@ -269,6 +306,7 @@ def main():
             "classifier_layer": CLASSIFIER_LAYER.get(builder, DENSE_CLASSIFIER),
             "file": file, "sha256": sha256_of(HERE / file),
             "accuracy": record["acc"], "card": f"cards/{name}.md", "provenance": "ported",
+            "author": AUTHOR, "license": LICENSE,
             "source": SOURCE.format(checkpoint=checkpoint)
             + f"; source sha256 {hashlib.sha256(source.read_bytes()).hexdigest()}",
         })

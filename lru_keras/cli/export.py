@@ -58,7 +58,7 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
 
 def run_export(args: argparse.Namespace) -> int:
     """Handles `export`: builds or loads the model, exports it, prints what was written."""
-    from lru_keras import evaluate, tflite
+    from lru_keras import evaluate, tflite, zoo
     from lru_keras.tflite.options import check_writable
 
     require_model(args)
@@ -80,7 +80,8 @@ def run_export(args: argparse.Namespace) -> int:
     spec = tflite.export(
         model, args.output, args.quantization, representative, share_weights=not args.folded,
         dataset=dataset, calibration_size=args.calibration_size, data_dir=args.data_dir,
-        input_range=args.input_range, io_dtype=args.io_dtype)
+        input_range=args.input_range, io_dtype=args.io_dtype,
+        model_info=zoo.get_weights(args.weights).model_info() if args.weights else None)
     if args.json:
         print(json.dumps(spec, indent=1, sort_keys=True))
         return 0

@@ -6,7 +6,9 @@ shuffles); calibrate (int8); convert with builtin ops only (`convert.convert`); 
 flatbuffer (`flatbuffer`: a bias buffer per reuse of a shared int8 kernel, no duplicate
 constants, no unused tensors, batch 1 declared); check that no Flex/custom op slipped in and,
 with `share_weights=True`, that every conv of a shared layer reads one weight tensor; run the
-file with LiteRT and compare it with Keras (`verify`); write the .tflite, `<stem>.labels.txt`
+file with LiteRT and compare it with Keras (`verify`); add the standard TFLite metadata
+(`metadata`: name, license, normalization, the labels as an associated file); write the
+.tflite, `<stem>.labels.txt`
 and `<stem>.json` (the input spec) atomically: each goes to a temporary file in the target folder
 and is renamed into place only when all three are complete, so an error never leaves a partial
 or stale set of files behind.
@@ -29,6 +31,7 @@ from lru_keras.tflite import (
     equalization,
     flatbuffer,
     graph,
+    metadata,
     options,
     verify,
 )
@@ -40,7 +43,7 @@ SPEC_FORMAT = "lru_keras.tflite.spec/1"
 def export(model, path, quantization="float32", representative_data=None, *,
            share_weights=True, dataset=None, labels=None, calibration_size=None,
            equalize=None, ranges="mse", input_range=None, strip_names=True, data_dir=None,
-           extra_spec=None, io_dtype=None, verbose=None):
+           extra_spec=None, io_dtype=None, model_info=None, verbose=None):
     """Converts a Keras classifier to a .tflite file; returns a dict describing it.
 
     Args:
@@ -73,6 +76,10 @@ def export(model, path, quantization="float32", representative_data=None, *,
         extra_spec: more entries for the spec (e.g. how the weights were fine-tuned).
         io_dtype: int8 only: the input and output type, "int8" (default) or "uint8" (raw
             8-bit pixels in, as Android's Task Library and TensorBuffer take them).
+        model_info: what the file's standard metadata says of the model: a mapping with any
+            of "name", "description", "version", "author", "license" (a registered model's:
+            `zoo.get_weights(name).model_info()`). Default: the model's name, what it
+            classifies, and this package's version.
         verbose: progress lines on stderr (what is being done, at least every 10 s); default:
             for int8 (calibration and conversion take a minute or more), not for the others
             (seconds).
@@ -109,6 +116,7 @@ def export(model, path, quantization="float32", representative_data=None, *,
     dataset = options.resolve_dataset(dataset, image_shape, outputs)
     labels = options.resolve_labels(labels, dataset, outputs)
     input_range = options.resolve_input_range(model, input_range)
+    info = options.resolve_model_info(model_info, model, dataset)
     verbose = quantization == "int8" if verbose is None else bool(verbose)
     equalize = (quantization == "int8" and share_weights) if equalize is None else bool(equalize)
 
@@ -160,16 +168,18 @@ def export(model, path, quantization="float32", representative_data=None, *,
         spec.update(extra_spec or {})
         flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "spec",
                                 json.dumps(spec, sort_keys=True).encode())
-        flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "labels",
-                                ("\n".join(labels) + "\n").encode())
-        content = flatbuffer.write(tflite)
+        labels_text = ("\n".join(labels) + "\n").encode()
+        flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "labels", labels_text)
+        flatbuffer.set_metadata(tflite, metadata.FIELD_NAME, _standard_metadata(info, spec))
+        content = metadata.append_associated_files(flatbuffer.write(tflite),
+                                                   {metadata.LABELS_FILE: labels_text})
         ticker.say("running the file in LiteRT against Keras")
         spec = {**spec, "size_bytes": len(content),
                 "sha256": hashlib.sha256(content).hexdigest(),
                 "verified": verify.verify(content, model, quantization, input_range, pixels)}
         labels_path, spec_path = options.sidecar_paths(path)
         _write_all({path: content,
-                    labels_path: ("\n".join(labels) + "\n").encode(),
+                    labels_path: labels_text,
                     spec_path: (json.dumps(spec, indent=1, sort_keys=True) + "\n").encode()})
     return spec
 
@@ -301,6 +311,19 @@ def _spec(model, path, quantization, share_weights, dataset, labels, input_range
         "conv_ops": sharing["conv_ops"],
         "runtime": "LiteRT builtin ops only (no Flex, no custom ops)",
     }
+
+
+def _standard_metadata(info, spec):
+    """The TFLITE_METADATA flatbuffer of an exported file, from its spec."""
+    inp, out = spec["input"], spec["output"]
+    low, high = inp["pixel_range"]
+    return metadata.build(
+        info, channels=inp["channels"], input_range=(low, high),
+        input_description=f"{inp['color']} image, {inp['height']}x{inp['width']} pixels "
+                          f"(NHWC, batch 1); 8-bit pixels [0, 255] normalized to "
+                          f"[{low:g}, {high:g}] as the normalization says",
+        output_name=out["name"], output_description=out["meaning"],
+        probabilities="softmax" in out["meaning"])
 
 
 def _output_name(model):

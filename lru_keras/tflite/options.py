@@ -1,11 +1,14 @@
 """The options shared by export and QAT: where the files go (and what the zoo's files are
-called), which dataset and labels, which input range. Each is checked before any slow work
-starts."""
+called), which dataset and labels, which input range, what the metadata says of the model.
+Each is checked before any slow work starts."""
 
+from collections.abc import Mapping
 from pathlib import Path
 
+import lru_keras
 from lru_keras import atomic, data
 from lru_keras.layers.preprocessing import declared_input_range
+from lru_keras.tflite.metadata import ModelInfo
 from lru_keras.validation import require_range
 
 LABELS_SUFFIX = ".labels.txt"
@@ -83,6 +86,29 @@ def resolve_input_range(model, input_range):
             f"include_preprocessing=False): pass input_range=(low, high), e.g. (0, 1) for "
             f"pixels scaled to [0, 1] or (0, 255) for raw pixels.")
     return declared
+
+
+MODEL_INFO_KEYS = ("name", "description", "version", "author", "license")
+
+
+def resolve_model_info(model_info, model, dataset):
+    """What the standard metadata says of the model: `model_info` (a mapping with any of
+    MODEL_INFO_KEYS, string values) over the defaults: the model's name, what it classifies
+    and the version of lru_keras that exported it."""
+    given = {} if model_info is None else model_info
+    if not isinstance(given, Mapping):
+        raise ValueError(f"model_info must be a mapping with any of the keys "
+                         f"{list(MODEL_INFO_KEYS)}, not {type(given).__name__}")
+    unknown = sorted(set(given) - set(MODEL_INFO_KEYS))
+    if unknown:
+        raise ValueError(f"model_info: unknown keys {unknown}; allowed: {list(MODEL_INFO_KEYS)}")
+    not_text = sorted(key for key, value in given.items() if not isinstance(value, str))
+    if not_text:
+        raise ValueError(f"model_info: the values of {not_text} must be strings")
+    classifies = f"an image classifier for {dataset}" if dataset else "an image classifier"
+    defaults = {"name": model.name, "description": f"{model.name}: {classifies}",
+                "version": f"exported by lru_keras {lru_keras.__version__}"}
+    return ModelInfo(**{**defaults, **given})
 
 
 def to_input_range(images, input_range):

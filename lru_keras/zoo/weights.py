@@ -33,7 +33,7 @@ class WeightsEntry:
     the layer holding the class weights, for export and fine-tuning code. Entries made for a
     user's own `.weights.h5` file leave them None. `provenance` says where registered weights
     come from: "ported" (another framework's published checkpoint, converted) or "trained"
-    (trained with this package).
+    (trained with this package); `author` and `license` are the weights' own.
     """
 
     name: str
@@ -51,6 +51,8 @@ class WeightsEntry:
     card: str = None
     source: str = None
     provenance: str = None
+    author: str = None
+    license: str = None
 
     def path(self):
         """Absolute path of the weights file."""
@@ -60,6 +62,18 @@ class WeightsEntry:
         """Builder call that these weights fit, e.g. `LruNet(reuse=14, width=1.0)`."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items())
         return f"{self.builder}({args})"
+
+    def model_info(self):
+        """How a file made from these weights presents them (a .tflite's standard metadata):
+        {name, description, version, author, license}."""
+        accuracy = f"; {self.accuracy}% {self.dataset} test accuracy" if self.accuracy else ""
+        return {
+            "name": self.name,
+            "description": f"{self.describe()} for {self.dataset}{accuracy}"
+                           + (f" ({self.provenance} weights)" if self.provenance else ""),
+            "version": f"weights sha256 {self.sha256[:12]}" if self.sha256 else "",
+            "author": self.author or "", "license": self.license or "",
+        }
 
     def conflicts(self, arguments):
         """The builder arguments among `arguments` that differ from the ones these weights
