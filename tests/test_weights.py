@@ -209,6 +209,23 @@ def test_license_and_cards_ship_with_the_weights(reference_dir):
         assert call in text and "MIT" in text
 
 
+def test_cards_carry_the_header_the_hugging_face_hub_reads(client):
+    """Each card's YAML header, read by huggingface_hub as the Hub reads an uploaded README:
+    the license, library and dataset, and the recorded test accuracy as a model-index result,
+    so that the weights publish on a hub as they are."""
+    entries = list_weights()
+    read = client("hub_client", *[ZOO / entry.card for entry in entries])
+    for entry in entries:
+        card = read[str(ZOO / entry.card)]
+        assert (card["license"], card["library_name"], card["pipeline_tag"]) == (
+            "mit", "keras", "image-classification")
+        assert card["datasets"] == [entry.dataset] and card["model_name"] == entry.name
+        assert card["results"] == [{"task": "image-classification", "dataset": entry.dataset,
+                                    "split": "test", "metric": "accuracy",
+                                    "value": entry.accuracy}]
+        assert card["text_starts"] == f"# {entry.name}"
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_input_contract_and_layer_names_fit_the_built_model(name):
     """The entry's input shape and pixel range, stem and classifier layers are the model's:
