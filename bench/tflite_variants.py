@@ -1,0 +1,102 @@
+"""Size, latency and accuracy of every registered model in each .tflite variant an app can
+pick: float32, float16, int8 with int8 I/O, and int8 with uint8 I/O (the shipped one).
+
+Each file is `lru_keras.tflite.export` with its defaults; accuracy is top-1 on the full test
+set with LiteRT's interpreter (XNNPACK); latency is batch 1, one thread, XNNPACK, the four
+variants of a model timed interleaved (`runtime.latencies`), so that they compare on a shared
+machine. The Keras column is the weights' recorded accuracy.
+
+Long (about a minute per file): the files and the rows measured so far live in a run
+directory outside the repository (`--run-dir`, default ~/.cache/lru_keras/tflite_variants);
+an interrupted run resumes where it stopped when started again. Writes
+bench/results/tflite_variants.json and .md. Needs `make data`. Usage:
+    python bench/tflite_variants.py [--weights NAME ...] [--runs 200] [--run-dir DIR]
+"""
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+from lru_keras import atomic, tflite, zoo
+from lru_keras.tflite.runtime import latencies
+
+VARIANTS = {  # name: (quantization, io_dtype)
+    "float32": ("float32", None), "float16": ("float16", None),
+    "int8": ("int8", "int8"), "int8, uint8 I/O": ("int8", "uint8"),
+}
+RESULTS = Path(__file__).parent / "results"
+
+
+def measure_model(entry, run_dir, runs):
+    """The four rows of one registered model (each file exported and evaluated once)."""
+    paths = []
+    rows = []
+    for variant, (quantization, io_dtype) in VARIANTS.items():
+        path = run_dir / f"{entry.name}.{variant.replace(', ', '_').replace(' ', '_')}.tflite"
+        if not path.is_file():
+            tflite.export(zoo.create(entry.name), path, quantization, dataset=entry.dataset,
+                          io_dtype=io_dtype, model_info=entry.model_info(), verbose=False)
+        result = tflite.evaluate(path, entry.dataset, "test", progress=False)
+        paths.append(path)
+        rows.append({"weights": entry.name, "variant": variant,
+                     "size_bytes": path.stat().st_size, "accuracy": round(result["accuracy"], 2),
+                     "keras_accuracy": entry.accuracy})
+    for row, timing in zip(rows, latencies(paths, num_threads=1, runs=runs), strict=True):
+        row.update(latency_ms_median=round(timing["median_ms"], 3),
+                   latency_ms_min=round(timing["min_ms"], 3),
+                   xnnpack_partitions=timing["xnnpack_partitions"])
+    return rows
+
+
+def markdown(rows):
+    lines = ["| weights | variant | size (KB) | accuracy % (Keras) | 1 thread median / min (ms) "
+             "| XNNPACK partitions |", "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['weights']} | {r['variant']} | {r['size_bytes'] / 1e3:.1f} | "
+                     f"{r['accuracy']:.2f} ({r['keras_accuracy']:.2f}) | "
+                     f"{r['latency_ms_median']:.3f} / {r['latency_ms_min']:.3f} | "
+                     f"{r['xnnpack_partitions']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", nargs="+", help="registered names (default: all)")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--run-dir", type=Path,
+                        default=Path.home() / ".cache" / "lru_keras" / "tflite_variants")
+    args = parser.parse_args()
+    entries = [zoo.get_weights(name) for name in args.weights] if args.weights \
+        else zoo.list_weights()
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    done_file = args.run_dir / "rows.json"
+    done = json.loads(done_file.read_text()) if done_file.is_file() else {}
+    for entry in entries:
+        if entry.name not in done:
+            done[entry.name] = measure_model(entry, args.run_dir, args.runs)
+            atomic.write_text(done_file, json.dumps(done, indent=1) + "\n")
+        print(markdown(done[entry.name]), flush=True)
+    import ai_edge_litert
+    import tensorflow as tf
+
+    rows = [row for entry in entries for row in done[entry.name]]
+    report = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor(), "tensorflow": tf.__version__,
+                    "ai_edge_litert": getattr(ai_edge_litert, "__version__", "2.3.0"),
+                    "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")},
+        "method": "lru_keras.tflite.export defaults (int8: 300 calibration images); accuracy: "
+                  "full test set, LiteRT interpreter, XNNPACK; latency: batch 1, one thread, "
+                  f"XNNPACK, the model's four files interleaved, {args.runs} rounds after 20 "
+                  "warm-up rounds",
+        "results": rows,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    atomic.write_text(RESULTS / "tflite_variants.json", json.dumps(report, indent=1) + "\n")
+    atomic.write_text(RESULTS / "tflite_variants.md", markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
