@@ -688,3 +688,20 @@ def test_fine_tuning_starts_from_pretrained_weights(tmp_path, fashion_dir):
                     run_dir=str(tmp_path / "run"), verbose=0)
     assert summary["fine_tuned_from"]["layers_not_copied"] == []
     assert summary["test_accuracy"] > 0.85
+
+
+def test_curves_show_accuracy_in_percent_like_everything_else():
+    """curves.png's accuracy panel: train and validation accuracy and the best weights' test
+    accuracy in %, as the summary and the CLI report them."""
+    from lru_keras.train import run_dir
+
+    history = [{"epoch": 0, "loss": 2.0, "accuracy": 0.25, "val_loss": 2.1, "val_accuracy": 0.2},
+               {"epoch": 1, "loss": 1.5, "accuracy": 0.5, "val_loss": 1.7, "val_accuracy": 0.4}]
+    figure = run_dir.curves_figure(history, "run", test_accuracy=0.375, best_epoch=1)
+    loss, accuracy = figure.axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in accuracy.get_lines()}
+    assert lines["train"] == [25.0, 50.0] and lines["validation"] == [20.0, 40.0]
+    assert lines["test (best weights): 37.50%"] == [37.5, 37.5]
+    assert accuracy.get_ylabel() == "accuracy %"
+    assert [list(line.get_ydata()) for line in loss.get_lines()][:2] == [[2.0, 1.5], [2.1, 1.7]]
+    assert min(text.get_fontsize() for text in accuracy.get_legend().get_texts()) >= 9

@@ -528,3 +528,20 @@ def test_an_oracle_state_change_is_not_cut_by_ctrl_c():
         oracle.create_trial("tuner0")
     assert written == ["trial.json", "oracle.json"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_results_plot_shows_chance_and_readable_legends():
+    """A search whose trials all sit at chance must look like it: the plot draws the chance
+    accuracy (100 / classes %) in both panels, in %, with legends of at least 9 points."""
+    rows = [{"trial": f"{i:02d}", "reuse": reuse, "width": 1.0, "shuffle": True,
+             "mflops": 3.0 * reuse, "val_accuracy": 0.1 + 0.001 * i, "status": "ok"}
+            for i, reuse in enumerate((1, 2, 4))]
+    figure = report.results_figure(rows, Budget(), "search", chance=100 / 10)
+    for axes in figure.axes:
+        chance = [line for line in axes.get_lines() if line.get_label().startswith("chance")]
+        assert [list(line.get_ydata()) for line in chance] == [[10.0, 10.0]]
+        points = [y for line in axes.get_lines() if line.get_label().startswith("width")
+                  for y in line.get_ydata()]
+        assert sorted(points) == pytest.approx([10.0, 10.1, 10.2])
+        assert axes.get_ylabel() == "validation accuracy %"
+        assert min(text.get_fontsize() for text in axes.get_legend().get_texts()) >= 9

@@ -210,7 +210,17 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
 
 def plot_curves(path: str | os.PathLike, history: list[dict], title: str,
                 test_accuracy: float | None = None, best_epoch: int | None = None) -> None:
-    """PNG of training/validation loss and accuracy per epoch (matplotlib, Agg backend)."""
+    """Writes `curves_figure` as a PNG to `path`."""
+    figure = curves_figure(history, title, test_accuracy, best_epoch)
+    with atomic.replacing(path) as temporary:
+        figure.savefig(temporary, format="png")
+
+
+def curves_figure(history: list[dict], title: str, test_accuracy: float | None = None,
+                  best_epoch: int | None = None):
+    """Training and validation loss and accuracy (%, as everywhere else) per epoch, the best
+    weights' test accuracy as a dashed line and the best epoch as a dotted one (matplotlib's
+    Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -219,24 +229,24 @@ def plot_curves(path: str | os.PathLike, history: list[dict], title: str,
 
     epochs = [row["epoch"] + 1 for row in history]
     figure = Figure(figsize=(10, 4), dpi=100)
-    for position, metric, label in ((1, "loss", "loss"), (2, "accuracy", "accuracy")):
+    for position, metric, label, scale in ((1, "loss", "loss", 1),
+                                           (2, "accuracy", "accuracy %", 100)):
         axes = figure.add_subplot(1, 2, position)
         for key, name in ((metric, "train"), (f"val_{metric}", "validation")):
-            values = [row.get(key) for row in history]
+            values = [None if row.get(key) is None else scale * row[key] for row in history]
             if any(v is not None for v in values):
                 axes.plot(epochs, values, marker="o" if len(epochs) < 30 else None,
                           markersize=3, label=name)
         if metric == "accuracy" and test_accuracy is not None:
-            axes.axhline(test_accuracy, color="gray", linestyle="--",
-                         label=f"test (best weights): {test_accuracy:.4f}")
+            axes.axhline(100 * test_accuracy, color="gray", linestyle="--",
+                         label=f"test (best weights): {100 * test_accuracy:.2f}%")
         if best_epoch is not None:
             axes.axvline(best_epoch + 1, color="gray", linestyle=":", linewidth=1)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("epoch")
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
+        axes.legend(fontsize=9)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    with atomic.replacing(path) as temporary:
-        figure.savefig(temporary, format="png")
+    return figure

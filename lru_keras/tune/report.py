@@ -125,9 +125,19 @@ def write_tables(directory, rows: list[dict], budget: Budget, title: str, extra:
     return {name: str(path) for name, path in files.items()}
 
 
-def plot(path, rows: list[dict], budget: Budget, title: str) -> str:
-    """PNG with two panels: validation accuracy vs N and vs MFLOPs, one series per width and
-    shuffle setting, the best trial starred, the MFLOPs budget as a dashed line."""
+def plot(path, rows: list[dict], budget: Budget, title: str, chance: float) -> str:
+    """Writes `results_figure` as a PNG to `path`; returns the path."""
+    figure = results_figure(rows, budget, title, chance)
+    with atomic.replacing(path) as temporary:
+        figure.savefig(temporary, format="png")
+    return str(path)
+
+
+def results_figure(rows: list[dict], budget: Budget, title: str, chance: float):
+    """Two panels: validation accuracy (%) vs N and vs MFLOPs, one series per width and
+    shuffle setting, the best trial starred, the MFLOPs budget as a dashed line and `chance`
+    (the accuracy of guessing, %) as a dotted one: a search whose trials all sit there learned
+    nothing, however spread their points look."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,14 +165,12 @@ def plot(path, rows: list[dict], budget: Budget, title: str) -> str:
                          label=f"budget {budget.max_mflops:g} MFLOPs")
         if key == "reuse" and trained:
             axes.set_xticks(sorted({row["reuse"] for row in trained}))
-        axes.set_xlabel(label)
-        axes.set_ylabel("validation accuracy %")
+        axes.axhline(chance, color="gray", linestyle=":", label=f"chance {chance:.3g}%")
+        axes.set_xlabel(label, fontsize=10)
+        axes.set_ylabel("validation accuracy %", fontsize=10)
         axes.grid(alpha=0.3)
-        if trained:
-            axes.legend(fontsize=7)
+        axes.legend(fontsize=9)
     note = f"; {over} trial(s) over budget, not trained" if over else ""
-    figure.suptitle(f"{title} (budget: {budget.describe()}{note})", fontsize=9)
+    figure.suptitle(f"{title} (budget: {budget.describe()}{note})", fontsize=10)
     figure.tight_layout()
-    with atomic.replacing(path) as temporary:
-        figure.savefig(temporary, format="png")
-    return str(path)
+    return figure

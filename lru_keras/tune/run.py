@@ -304,7 +304,8 @@ def _write_results(result: SearchResult, tuner, config: SearchConfig,
              f"images)")
     result.files = report.write_tables(project, result.rows, config.budget, title,
                                        {"search": config.to_dict(), "data": plan.to_dict()})
-    result.files["plot"] = report.plot(project / report.PLOT, result.rows, config.budget, title)
+    result.files["plot"] = report.plot(project / report.PLOT, result.rows, config.budget, title,
+                                       chance=100 / data.info(config.dataset).num_classes)
     if result.best_model is not None:
         result.files.update(_save_best(project, result.best_model, result.best_hyperparameters))
 
