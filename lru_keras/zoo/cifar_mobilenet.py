@@ -64,6 +64,9 @@ def CifarMobileNet(width=0.25, dropout=0.2, **common):
             network's logits; include_top=False returns the last block's feature map (4x4
             for 32x32 and 28x28 inputs).
         name: model name; default "cifar_mobilenet_{width}x".
+        feature_extractor, feature_keys: return the stage outputs by name (`scaffold.start`;
+            the stages cut at the strided blocks 2 and 6): STEM_S1, STAGE1_S2, STAGE2_S4,
+            STAGE3_S8, then TOP.
     """
     width = scaffold.require_width(width, widest=MOBILENET_BLOCKS[-1][0])
     dropout = require_dropout(dropout)
@@ -72,9 +75,14 @@ def CifarMobileNet(width=0.25, dropout=0.2, **common):
         "CifarMobileNet", common, default_input_shape=DEFAULT_INPUT_SHAPE,
         default_classes=DEFAULT_CLASSES, min_size=MIN_SIZE, architecture=dict(width=width))
     x = scaffold.conv_bn(start.x, _channels(width, 32), 3, "stem_conv")
+    x = start.feature("STEM", x, 1)
+    ends = scaffold.stage_ends([strides for _, strides in MOBILENET_BLOCKS])
     for i, (filters, (_, strides)) in enumerate(zip(widths, MOBILENET_BLOCKS), start=1):
         x = scaffold.conv_bn(x, None, 3, f"block{i}_dw", strides=strides, depthwise=True)
         x = scaffold.conv_bn(x, filters, 1, f"block{i}_pw")
+        if i in ends:
+            stage, stride = ends[i]
+            start.feature(stage, x, stride)
     return start.finish(x, lambda f: start.dense_classifier(f, dropout),
                         name=f"cifar_mobilenet_{width:g}x")
 
@@ -109,6 +117,10 @@ def CifarMobileNetV2(width=0.25, dropout=0.2, **common):
             network's logits; include_top=False returns the last 1x1 conv's feature map
             (4x4 for 32x32 and 28x28 inputs), as keras.applications' MobileNetV2 does.
         name: model name; default "cifar_mobilenetv2_{width}x".
+        feature_extractor, feature_keys: return the stage outputs by name (`scaffold.start`;
+            the stages cut at the strided rows 2, 3 and 6): STEM_S1, STAGE1_S1,
+            STAGE2_S2, STAGE3_S4, STAGE4_S8, then TOP (the last 1x1 conv's map without the
+            head).
     """
     width = scaffold.require_width(width, widest=MOBILENET_V2_LAST)
     dropout = require_dropout(dropout)
@@ -118,12 +130,17 @@ def CifarMobileNetV2(width=0.25, dropout=0.2, **common):
         "CifarMobileNetV2", common, default_input_shape=DEFAULT_INPUT_SHAPE,
         default_classes=DEFAULT_CLASSES, min_size=MIN_SIZE, architecture=dict(width=width))
     x = scaffold.conv_bn(start.x, _channels(width, 32), 3, "stem_conv", activation="relu6")
+    x = start.feature("STEM", x, 1)
+    ends = scaffold.stage_ends([strides for *_, strides in rows])
     block = 0
-    for expansion, filters, blocks, strides in rows:
+    for row, (expansion, filters, blocks, strides) in enumerate(rows, start=1):
         for i in range(blocks):
             block += 1
             x = _inverted_residual(x, expansion, filters, strides if i == 0 else 1,
                                    f"block{block}")
+        if row in ends:
+            stage, stride = ends[row]
+            start.feature(stage, x, stride)
     x = scaffold.conv_bn(x, last, 1, "head_conv", activation="relu6")
     return start.finish(x, lambda f: start.dense_classifier(f, dropout),
                         name=f"cifar_mobilenetv2_{width:g}x")

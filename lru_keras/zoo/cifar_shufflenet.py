@@ -92,6 +92,8 @@ def CifarShuffleNet(width=0.5, groups=3, **common):
             network's logits; include_top=False returns the last stage's feature map (4x4
             for 32x32 and 28x28 inputs).
         name: model name; default "cifar_shufflenet_{width}x".
+        feature_extractor, feature_keys: return the stage outputs by name (`scaffold.start`):
+            STEM_S1, STAGE1_S2, STAGE2_S4, STAGE3_S8, then TOP.
     """
     groups = int(require_choice("groups", groups, tuple(SHUFFLENET_WIDTHS)))
     width = scaffold.require_width(width, widest=SHUFFLENET_WIDTHS[groups][-1])
@@ -101,6 +103,7 @@ def CifarShuffleNet(width=0.5, groups=3, **common):
         default_classes=DEFAULT_CLASSES, min_size=MIN_SIZE,
         architecture=dict(width=width, groups=groups))
     x = scaffold.conv_bn(start.x, stem, 3, "stem_conv")
+    x = start.feature("STEM", x, 1)
     for stage, (channels, units) in enumerate(zip(stages, SHUFFLENET_UNITS), start=1):
         for unit in range(units):
             name = f"stage{stage}_unit{unit}"
@@ -113,6 +116,7 @@ def CifarShuffleNet(width=0.5, groups=3, **common):
                 branch = _unit(x, channels, groups, 1, name)
                 x = keras.layers.Add(name=f"{name}_add")([branch, x])
             x = keras.layers.ReLU(name=f"{name}_relu")(x)
+        start.feature(f"STAGE{stage}", x, 2**stage)
     return start.finish(x, start.dense_classifier, name=f"cifar_shufflenet_{width:g}x")
 
 
@@ -158,6 +162,9 @@ def CifarShuffleNetV2(width=0.25, **common):
             network's logits; include_top=False returns the last 1x1 conv's feature map (4x4
             for 32x32 and 28x28 inputs).
         name: model name; default "cifar_shufflenetv2_{width}x".
+        feature_extractor, feature_keys: return the stage outputs by name (`scaffold.start`):
+            STEM_S1, STAGE1_S2, STAGE2_S4, STAGE3_S8, then TOP (the last 1x1 conv's map
+            without the head).
     """
     width = require_choice("width", require_finite_positive("width", width),
                            tuple(SHUFFLENET_V2_WIDTHS))
@@ -166,9 +173,11 @@ def CifarShuffleNetV2(width=0.25, **common):
         "CifarShuffleNetV2", common, default_input_shape=DEFAULT_INPUT_SHAPE,
         default_classes=DEFAULT_CLASSES, min_size=MIN_SIZE, architecture=dict(width=width))
     x = scaffold.conv_bn(start.x, SHUFFLENET_V2_STEM, 3, "stem_conv")
+    x = start.feature("STEM", x, 1)
     for stage, (channels, units) in enumerate(zip(stages, SHUFFLENET_V2_UNITS), start=1):
         x = _down_unit(x, channels, f"stage{stage}_unit0")
         for unit in range(1, units + 1):
             x = _basic_unit(x, f"stage{stage}_unit{unit}")
+        start.feature(f"STAGE{stage}", x, 2**stage)
     x = scaffold.conv_bn(x, last, 1, "head_conv")
     return start.finish(x, start.dense_classifier, name=f"cifar_shufflenetv2_{width:g}x")

@@ -94,6 +94,10 @@ def ConvMixer(
             input (32, 32, 3), 10 classes; include_top=False returns the last block's feature
             map.
         name: model name; default "convmixer{width}_{depth}" plus "_shared{K}" when shared.
+        feature_extractor, feature_keys: return the outputs by name (`scaffold.start`): the
+            network is isotropic, so every block is a "stage", all at the patch stride p:
+            STEM_Sp, BLOCK1_Sp, ..., BLOCK{depth}_Sp, then TOP with include_top=True or
+            `pooling`.
     """
     width = scaffold.require_channels("width", width)
     depth = require_positive_int("depth", depth, high=MAX_DEPTH, unit="blocks")
@@ -115,7 +119,7 @@ def ConvMixer(
 
     x = keras.layers.Conv2D(width, patch_size, strides=patch_size, name="stem_conv")(start.x)
     x = keras.layers.Activation("gelu", name="stem_gelu")(x)
-    x = scaffold.batch_norm("stem_bn")(x)
+    x = start.feature("STEM", scaffold.batch_norm("stem_bn")(x), patch_size)
 
     for r, blocks in enumerate(runs, start=1):
         # One layer object per run, called by every block of the run: its kernel and bias are
@@ -134,5 +138,6 @@ def ConvMixer(
             x = pointwise(x)
             x = keras.layers.Activation("gelu", name=f"{block}_pointwise_gelu")(x)
             x = scaffold.batch_norm(f"{block}_pointwise_bn")(x)
+            start.feature(f"BLOCK{i + 1}", x, patch_size)
 
     return start.finish(x, start.dense_classifier, name=name)

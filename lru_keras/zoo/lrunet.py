@@ -82,6 +82,9 @@ def LruNet(
         pooling: with include_top=False: None, "avg" or "max".
         input_tensor: optional Keras tensor to use as the model input.
         name: model name; default "lrunet{N}_{width}x".
+        feature_extractor, feature_keys: return the stage outputs by name (`scaffold.start`):
+            STEM_S2, STAGE1_S2, STAGE2_S4, STAGE3_S8, STAGE4_S8 (each LRU block's output,
+            before its pool), then TOP.
     """
     reuse = require_positive_int("reuse", reuse, high=MAX_REUSES, unit="reuses per block")
     widths = stage_widths(width)
@@ -102,10 +105,14 @@ def LruNet(
         x = keras.layers.Concatenate(axis=-1, name="stem_repeat")(
             [x] * (widths[0] // stem_filters)
         )
+    stride = 2
+    x = start.feature("STEM", x, stride)
     for stage, filters in enumerate(widths, start=1):
         x = LRUBlock(filters, reuse=reuse, shuffle=shuffle, name=f"stage{stage}")(x)
+        start.feature(f"STAGE{stage}", x, stride)
         if stage in (1, 2, 4):
             x = _max_pool(x, f"stage{stage}_pool")
+            stride *= 2
         if stage in (1, 2, 3):
             x = _double_channels(x, f"stage{stage}_concat")
 

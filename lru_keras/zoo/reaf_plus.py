@@ -94,7 +94,12 @@ def REAFPlusMobileNetV2(
             see the module docstring.
         dropout: before the classifier; default 0.2 ("imagenet") / 0 ("cifar").
         include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, include_preprocessing, name: as `REAFResNet`.
+        classifier_activation, include_preprocessing, name, feature_extractor, feature_keys:
+            as `REAFResNet`. The features (stages cut at the strided rows): "imagenet"
+            STEM_S2, STAGE1_S2, STAGE2_S4, STAGE3_S8, STAGE4_S16, STAGE5_S32; "cifar" STEM_S1,
+            STAGE1_S1, STAGE2_S2, STAGE3_S4, STAGE4_S8 (on the 1-padded image: an HxW input
+            gives ceil((H + 2) / stride) rows); then TOP (the head conv's map without the
+            head).
     """
     plus_groups = _output_groups(output_groups, MOBILENETV2_OUTPUT_GROUPS)
     cifar = stem == "cifar"
@@ -106,20 +111,28 @@ def REAFPlusMobileNetV2(
     name = ("reaf_plus_" if plus_groups > 1 else "") + "mobilenetv2" + (
         f"_g{plus_groups}" if plus_groups > 1 else "") + ("_cifar" if cifar else "")
 
+    stem_stride = 1 if cifar else 2
     if cifar:
         pad = keras.layers.ZeroPadding2D(1, name="stem_pad")
         x = keras.layers.Conv2D(MOBILENETV2_STEM, 1, name="stem_conv")(pad(start.x))
     else:
-        x = _mobilenet_conv(start.x, MOBILENETV2_STEM, 2, False, "stem_conv", kernel_size=3)
+        x = _mobilenet_conv(start.x, MOBILENETV2_STEM, stem_stride, False, "stem_conv",
+                            kernel_size=3)
     x = batch_norm("stem_bn")(x)
     x = keras.layers.ReLU(6.0, name="stem_relu")(x)
+    x = start.feature("STEM", x, stem_stride)
+    strides = CIFAR_STRIDES if cifar else [s for *_, s in MOBILENETV2_STAGES]
+    ends = scaffold.stage_ends(strides, stem_stride)
     block = 0
-    for stage, (expansion, filters, repeats, stride) in enumerate(MOBILENETV2_STAGES):
-        stride = CIFAR_STRIDES[stage] if cifar else stride
+    for row, ((expansion, filters, repeats, _), stride) in enumerate(
+            zip(MOBILENETV2_STAGES, strides), start=1):
         for i in range(repeats):
             x = _inverted_residual(x, expansion, filters, stride if i == 0 else 1, cifar,
                                    plus_groups, f"block_{block}")
             block += 1
+        if row in ends:
+            stage, total_stride = ends[row]
+            start.feature(stage, x, total_stride)
     x = _mobilenet_conv(x, MOBILENETV2_HEAD, 1, cifar, "head_conv")
     x = batch_norm("head_bn")(x)
     x = keras.layers.ReLU(6.0, name="head_relu")(x)
@@ -160,7 +173,7 @@ def REAFPlusResNeXt50(
         f"resnext50_{cardinality}x{base_width // cardinality}d") + (
         f"_g{plus_groups}" if plus_groups > 1 else "")
     x = resnet_features(
-        start.x, depth=50, base_width=base_width, out_width=base_width,
+        start, depth=50, base_width=base_width, out_width=base_width,
         groups={"conv1": PLAIN, "conv2": (cardinality, 1, cardinality), "conv3": PLAIN},
         plus_groups=plus_groups, stem=stem, strided_conv=strided_conv)
     return start.finish(x, classifier(start), name=name)

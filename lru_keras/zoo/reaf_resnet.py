@@ -175,10 +175,12 @@ def _basic_block(x, width, filters, strides, groups, name):
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet_features(x, *, depth, base_width, out_width, groups, plus_groups=1, stem,
+def resnet_features(start, *, depth, base_width, out_width, groups, plus_groups=1, stem,
                     strided_conv):
-    """The ResNet on the (preprocessed) input `x`, up to conv5; `groups` maps
-    "conv1"/"conv2"/"conv3" to REAF groups."""
+    """The ResNet on the (preprocessed) input `start.x`, up to conv5; `groups` maps
+    "conv1"/"conv2"/"conv3" to REAF groups. Names the features (`Start.feature`): STEM (the
+    stem's ReLU, before the max pool) and STAGE1..4 (conv2..conv5)."""
+    x = start.x
     if stem == "imagenet":
         pad, padding = scaffold.conv_padding(7, 2, "conv1_pad")
         x = keras.layers.Conv2D(STEM_FILTERS, 7, strides=2, padding=padding, use_bias=False,
@@ -188,22 +190,28 @@ def resnet_features(x, *, depth, base_width, out_width, groups, plus_groups=1, s
                                 kernel_initializer=conv_init(), name="conv1_conv")(x)
     x = batch_norm("conv1_bn")(x)
     x = keras.layers.ReLU(name="conv1_relu")(x)
+    stride = 2 if stem == "imagenet" else 1
+    x = start.feature("STEM", x, stride)
     if stem == "imagenet":
         # The input is >= 0 (after ReLU), so zero padding = PyTorch's -inf padding here.
         x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+        stride *= 2
     bottleneck = depth >= 50
     for stage, blocks in enumerate(STAGE_BLOCKS[depth]):
         scale = 2**stage  # LAST_STAGE_SCALE at conv5
         filters = STEM_FILTERS * scale * (4 if bottleneck else 1)
+        stage_stride = 2 if stage > 0 else 1
+        stride *= stage_stride
         for block in range(blocks):
-            strides = 2 if stage > 0 and block == 0 else 1
+            strides = stage_stride if block == 0 else 1
             block_name = f"conv{stage + 2}_block{block + 1}"
             if bottleneck:
                 x = _bottleneck(x, base_width * scale, out_width * scale, filters, strides,
                                 groups, plus_groups, strided_conv, block_name)
             else:
                 x = _basic_block(x, base_width * scale, filters, strides, groups, block_name)
+        start.feature(f"STAGE{stage + 1}", x, stride)
     return x
 
 
@@ -242,6 +250,10 @@ def REAFResNet(
         include_preprocessing: the model takes raw pixels in [0, 255] and standardises them
             with the dataset's per-channel mean/std (True), or takes standardised inputs.
         name: model name; default e.g. "reaf_resnet50_72-72_4-3-4" or "resnet50".
+        feature_extractor, feature_keys: return the stage outputs by name (`scaffold.start`):
+            STEM_S2 (before the max pool), STAGE1_S4, STAGE2_S8, STAGE3_S16, STAGE4_S32
+            ("imagenet"); STEM_S1, STAGE1_S1, STAGE2_S2, STAGE3_S4, STAGE4_S8 ("cifar"); then
+            TOP with include_top=True or `pooling`.
     """
     depth = int(require_choice("depth", depth, tuple(STAGE_BLOCKS)))
     groups = parse_config(config)
@@ -265,7 +277,7 @@ def REAFResNet(
     widths = f"{base_width}" + (f"-{out_width}" if depth >= 50 else "")
     name = (f"reaf_resnet{depth}_{widths}_{config_text(groups)}" if groups
             else f"resnet{depth}" + ("" if base_width == 64 else f"_{base_width}"))
-    x = resnet_features(start.x, depth=depth, base_width=base_width, out_width=out_width,
+    x = resnet_features(start, depth=depth, base_width=base_width, out_width=out_width,
                         groups=layout, stem=stem, strided_conv=strided_conv)
     return start.finish(x, classifier(start), name=name)
 
@@ -328,7 +340,7 @@ def REAFResNeXt(
     name = (f"reaf_resnext{depth}_{base_width}_{config_text(reaf)}" if reaf
             else f"resnext{depth}_{groups}x{base_width // groups}d_all")
     x = resnet_features(
-        start.x, depth=depth, base_width=base_width, out_width=base_width,
+        start, depth=depth, base_width=base_width, out_width=base_width,
         groups={"conv1": conv_groups, "conv2": conv_groups, "conv3": conv_groups},
         stem=stem, strided_conv=strided_conv)
     return start.finish(x, classifier(start), name=name)

@@ -1,6 +1,6 @@
 """What every zoo builder shares around its architecture: the model input, the classifier
 head, the PyTorch-style padded conv (alone, or with its BatchNorm and activation), the
-BatchNorm and finishing the model.
+BatchNorm, the named stage outputs and finishing the model.
 
 The builders follow keras.applications' contract: besides its architecture arguments, every
 builder takes the keyword arguments of `COMMON_ARGUMENTS` (declared once, here). A builder is
@@ -9,16 +9,20 @@ builder takes the keyword arguments of `COMMON_ARGUMENTS` (declared once, here).
     def LruNet(reuse=14, width=1.0, ..., **common):
         <validate the architecture arguments>
         start = scaffold.start("LruNet", common, ..., architecture=dict(reuse=reuse, ...))
-        features = <the architecture>(start.x)
-        return start.finish(features, top=<the classifier head of features>, name=<default>)
+        x = start.feature("STEM", <the stem>(start.x), stride=2)
+        for each stage: x = start.feature(f"STAGE{i}", <the stage>(x), stride=<its stride>)
+        return start.finish(x, top=<the classifier head of x>, name=<default>)
 
 `start` checks every common argument, resolves the weights (whose entry supplies the default
 classes and input shape), checks the input shape, makes the input and the pixel preprocessing;
-`finish` applies the head (or, with include_top=False, `pooling`), builds the `keras.Model` and
-loads the weights. A builder checks its architecture arguments before it calls `start`, and
-`start` checks the common ones before it makes the input: a bad argument is refused before
-any layer exists. Sizes are bounded (`MAX_CHANNELS`, `MAX_CLASSES`, `MAX_IMAGE_SIZE`,
-`MAX_INPUT_CHANNELS`; `require_width` and `require_channels` for the builders' widths).
+`feature` names the stem's and each stage's output by its total stride ("STAGE2_S4"; a chain
+of blocks without stages of its own is cut by resolution, `stage_ends`), so that
+feature_extractor=True models return them as a dict, as kimm's do; `finish` applies the head
+(or, with include_top=False, `pooling`), builds the `keras.Model` and loads the weights. A
+builder checks its architecture arguments before it calls `start`, and `start` checks the
+common ones before it makes the input: a bad argument is refused before any layer exists.
+Sizes are bounded (`MAX_CHANNELS`, `MAX_CLASSES`, `MAX_IMAGE_SIZE`, `MAX_INPUT_CHANNELS`;
+`require_width` and `require_channels` for the builders' widths).
 """
 
 import dataclasses
@@ -57,12 +61,15 @@ MAX_IMAGE_SIZE = 4096
 MAX_INPUT_CHANNELS = 1024
 # What include_preprocessing=True models take: raw 8-bit pixels.
 PIXEL_RANGE = (0, 255)
-# The keras.applications arguments of every builder, with their defaults (see `start`).
+# The keras.applications arguments of every builder, and kimm's feature_extractor and
+# feature_keys, with their defaults (see `start`).
 COMMON_ARGUMENTS = {
     "weights": None, "input_shape": None, "input_tensor": None, "include_top": True,
     "include_preprocessing": True, "classes": None, "classifier_activation": "softmax",
-    "pooling": None, "name": None,
+    "pooling": None, "name": None, "feature_extractor": False, "feature_keys": None,
 }
+# The key, in a feature_extractor=True model's outputs, of the usual output (see `Start.finish`).
+TOP_KEY = "TOP"
 
 
 def builder(function):
@@ -153,12 +160,28 @@ def predictions(x, classifier_activation):
                                    name="predictions")(x)
 
 
+def stage_ends(strides, stride=1):
+    """Where the stages of a chain of blocks (or of rows of blocks, each strided by its first
+    block) with these `strides` end, for `Start.feature`: {the 1-based number of a stage's
+    last block or row: (stage name, its output's total stride)}, `stride` being the chain
+    input's. For architectures without stages of their own (MobileNet's): a stage is a run
+    at one resolution, so a new one starts at every strided block or row after the first,
+    and each feature is the last map at its resolution."""
+    ends = {}
+    for number, step in enumerate(strides, start=1):
+        stride *= step
+        if number == len(strides) or strides[number] > 1:
+            ends[number] = (f"STAGE{len(ends) + 1}", stride)
+    return ends
+
+
 @dataclasses.dataclass
 class Start:
     """The resolved common arguments of one builder call, and the model input.
 
     `x` is the tensor the architecture starts from (the input, preprocessed if asked);
-    `entry` the weights entry to load (None without weights).
+    `entry` the weights entry to load (None without weights); `features` the tensors the
+    builder named with `feature`, by key, in the order named.
     """
 
     inputs: object
@@ -169,6 +192,19 @@ class Start:
     pooling: str
     classifier_activation: object
     name: str
+    feature_extractor: bool
+    feature_keys: tuple
+    features: dict = dataclasses.field(default_factory=dict)
+
+    def feature(self, stage, x, stride):
+        """Names `x`, the output of the stem (`stage` "STEM") or of a stage ("STAGE1", ...),
+        "{stage}_S{stride}" (e.g. "STAGE2_S4"), and returns it. `stride` is x's total
+        downsampling against the model input, which only the architecture knows (a
+        variable-size input has no sizes to divide), so that a feature map of an HxW image
+        is H/stride x W/stride. A feature_extractor=True model returns the named tensors
+        (see `finish`); they cost nothing otherwise."""
+        self.features[f"{stage}_S{stride}"] = x
+        return x
 
     def dense_classifier(self, features, dropout=0.0):
         """The head of ConvMixer, SE-ResNet and the baselines: "avg_pool" -> (Dropout
@@ -183,12 +219,35 @@ class Start:
     def finish(self, features, top, name):
         """The model: `top(features)` with include_top, else `features` pooled as `pooling`
         says; called as the `name` argument says, else `name`; the weights loaded (strictly,
-        after their sha256 is checked)."""
+        after their sha256 is checked).
+
+        With feature_extractor=True the outputs are a dict instead: the tensors named with
+        `feature` (those of `feature_keys`, in that order, if given; else all, in the order
+        named), then `TOP_KEY` ("TOP"): the usual output, unless it is one of the named
+        tensors already (include_top=False and pooling=None, when `features` is the last
+        stage's output). The layers, and so the weights, are the same as without.
+        """
         outputs = top(features) if self.include_top else global_pool(features, self.pooling)
+        if self.feature_extractor:
+            outputs = self._feature_outputs(outputs)
         model = keras.Model(self.inputs, outputs, name=self.name or name)
         if self.entry is not None:
             weights_registry.load_into(model, self.entry, include_top=self.include_top)
         return model
+
+    def _feature_outputs(self, top):
+        keys = list(self.features) if self.feature_keys is None else self.feature_keys
+        unknown = [key for key in keys if key not in self.features]
+        if unknown:
+            raise ValueError(
+                f"`feature_keys` {unknown} are not features of this model; available: "
+                f"{list(self.features)} (the usual output is always returned as "
+                f"{TOP_KEY!r})."
+            )
+        outputs = {key: self.features[key] for key in keys}
+        if not any(top is tensor for tensor in self.features.values()):
+            outputs[TOP_KEY] = top
+        return outputs
 
 
 def start(builder, common, *, default_input_shape, default_classes, min_size, pixel_stats=None,
@@ -219,6 +278,12 @@ def start(builder, common, *, default_input_shape, default_classes, min_size, pi
               activation name or a callable); None: none.
             - `pooling`: with include_top=False, None, "avg" or "max".
             - `name`: the model's name; None: the builder's default.
+            - `feature_extractor`: True returns, as kimm's models do, a dict of the stem's
+              and every stage's output by name ("STEM_S2", "STAGE1_S4", ...: the stage and
+              its total stride) plus "TOP", the usual output (see `Start.finish`); for dense
+              tasks (detection, segmentation) on the same layers and weights.
+            - `feature_keys`: None (every feature), or a non-empty list or tuple of the
+              feature names to return, in that order; only with feature_extractor=True.
         architecture: the builder arguments the weights must fit.
     """
     include_top = require_bool("include_top", common["include_top"])
@@ -228,6 +293,8 @@ def start(builder, common, *, default_input_shape, default_classes, min_size, pi
     classes = _check_classes(common["classes"], include_top)
     classifier_activation = _check_activation(common["classifier_activation"])
     name = _check_name(common["name"])
+    feature_extractor = require_bool("feature_extractor", common["feature_extractor"])
+    feature_keys = _check_feature_keys(common["feature_keys"], feature_extractor)
     input_shape, requested = _requested_shape(common["input_shape"], common["input_tensor"],
                                               min_size)
     entry = None
@@ -253,7 +320,8 @@ def start(builder, common, *, default_input_shape, default_classes, min_size, pi
     if include_preprocessing:
         x = _preprocessing(pixel_stats)(x)
     return Start(inputs=inputs, x=x, classes=classes, entry=entry, include_top=include_top,
-                 pooling=pooling, classifier_activation=classifier_activation, name=name)
+                 pooling=pooling, classifier_activation=classifier_activation, name=name,
+                 feature_extractor=feature_extractor, feature_keys=feature_keys)
 
 
 def require_width(value, widest, name="width"):
@@ -318,6 +386,25 @@ def _check_name(name):
         raise ValueError(f"`name` must be None or a non-empty string without '/', got "
                          f"{name!r}.")
     return name
+
+
+def _check_feature_keys(keys, feature_extractor):
+    """`keys` as a tuple (None stays None); whether the model has them is known only once it
+    is built (`Start.finish`)."""
+    if keys is None:
+        return None
+    if not (isinstance(keys, (list, tuple)) and keys
+            and all(isinstance(key, str) for key in keys) and len(set(keys)) == len(keys)):
+        raise ValueError(
+            f"`feature_keys` must be None or a non-empty list or tuple of distinct feature "
+            f"names (e.g. ['STAGE1_S4', 'STAGE2_S8']), got {keys!r}."
+        )
+    if not feature_extractor:
+        raise ValueError(
+            f"`feature_keys`={keys!r} needs feature_extractor=True: it picks the features "
+            f"that such a model returns; drop `feature_keys` or set feature_extractor=True."
+        )
+    return tuple(keys)
 
 
 def _requested_shape(input_shape, input_tensor, min_size):

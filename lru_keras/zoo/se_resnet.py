@@ -101,6 +101,9 @@ def SEResNet(
             SE-ResNet weights are published, `weights` takes a `.weights.h5` path. Defaults:
             input (32, 32, 3), 10 classes; include_top=False returns the stage-3 feature map.
         name: model name; default "se_resnet_d{depth}" plus "_shared{stages}" when shared.
+        feature_extractor, feature_keys: return the stage outputs by name (`scaffold.start`):
+            STEM_S1, STAGE1_S1, STAGE2_S2, STAGE3_S4, then TOP with include_top=True or
+            `pooling`.
     """
     depth = require_positive_int("depth", depth, high=MAX_DEPTH, unit="blocks per stage")
     if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__") or (
@@ -132,9 +135,11 @@ def SEResNet(
     x = keras.layers.Conv2D(STEM_FILTERS, 3, padding="same", use_bias=False,
                             name="stem_conv")(start.x)
     x = batch_norm("stem_bn")(x)
-    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = start.feature("STEM", keras.layers.ReLU(name="stem_relu")(x), 1)
 
+    stride = 1
     for s, (filters, strides) in enumerate(zip(widths, STAGE_STRIDES), start=1):
+        stride *= strides
         # The stage's shared kernel: one layer object called by every isomorphic conv.
         shared = (keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
                                       name=f"stage{s}_shared_conv")
@@ -147,5 +152,6 @@ def SEResNet(
                 conv1 = shared or _conv3x3(filters, 1, f"{block}_conv1")
             conv2 = shared or _conv3x3(filters, 1, f"{block}_conv2")
             x = _block(x, filters, strides if b == 1 else 1, conv1, conv2, block, se_reduction)
+        start.feature(f"STAGE{s}", x, stride)
 
     return start.finish(x, start.dense_classifier, name=name)
