@@ -34,7 +34,8 @@ MAX_CPU_DEVICES = 64
 MAX_SEED = 2**32 - 1
 # Builder arguments that the training run sets itself.
 RESERVED_MODEL_ARGS = ("classes", "input_shape", "weights", "dropout", "include_top",
-                       "input_tensor", "classifier_activation", "pooling", "name")
+                       "input_tensor", "classifier_activation", "pooling", "name",
+                       "feature_extractor", "feature_keys")
 
 
 @dataclasses.dataclass(frozen=True)
