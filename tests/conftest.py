@@ -279,3 +279,20 @@ def client():
         return json.loads(done.stdout)
 
     return run
+
+
+@pytest.fixture
+def layers_made(monkeypatch):
+    """The layers made (by class name) while the test runs: a refused argument must be
+    refused before any layer exists."""
+    import keras
+
+    made = []
+    original = keras.layers.Layer.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(type(self).__name__)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.layers.Layer, "__init__", counting)
+    return made

@@ -261,18 +261,10 @@ INFO_CASES = [
 
 
 @pytest.fixture
-def layers_made(monkeypatch, tmp_path):
-    """Runs the test in an empty directory and counts the layers made (by class name)."""
+def layers_made(layers_made, monkeypatch, tmp_path):
+    """conftest's `layers_made`, with the test run in an empty directory."""
     monkeypatch.chdir(tmp_path)
-    made = []
-    original = keras.layers.Layer.__init__
-
-    def counting(self, *args, **kwargs):
-        made.append(type(self).__name__)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(keras.layers.Layer, "__init__", counting)
-    return made
+    return layers_made
 
 
 def _with_tensors(kwargs):

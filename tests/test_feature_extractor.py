@@ -145,20 +145,6 @@ def test_without_the_head_top_is_the_usual_headless_output_unless_already_a_feat
     assert tuple(headless.output["TOP"].shape[1:3]) == (2, 2)
 
 
-@pytest.fixture
-def layers_made(monkeypatch):
-    """The layers made (by class name) while the test runs."""
-    made = []
-    original = keras.layers.Layer.__init__
-
-    def counting(self, *args, **kwargs):
-        made.append(type(self).__name__)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(keras.layers.Layer, "__init__", counting)
-    return made
-
-
 # (id, arguments, words of the message): refused by `scaffold.start`, before any layer.
 BAD_ARGUMENTS = [
     ("extractor-string", dict(feature_extractor="yes"), ["`feature_extractor`", "'yes'"]),
