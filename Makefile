@@ -4,6 +4,8 @@
 # runs every test, the full test-set evaluations included (what CI runs, .ci/run).
 PYTHON ?= python3.11
 VENV := .venv
+# The readers apps and hubs use, in a venv of their own (requirements-clients.lock says why).
+CLIENTS := .venv-clients
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
 # Test processes (pytest-xdist): one per core of the 2-core machines the suite is sized for.
@@ -38,7 +40,6 @@ test: $(VENV)/.installed $(CLIENTS)/.installed data
 
 # The clients apps use, in their own venv (requirements-clients.lock says why): the tests read
 # exported files' standard metadata and classify with them through MediaPipe Tasks.
-CLIENTS := .venv-clients
 $(CLIENTS)/.installed: requirements-clients.lock
 	$(PYTHON) -m venv $(CLIENTS)
 	$(CLIENTS)/bin/python -m pip install --quiet --upgrade pip
