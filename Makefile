@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[all,test]'
 	touch $@
 
 # oneDNN on unless the caller says TF_ENABLE_ONEDNN_OPTS=0: TensorFlow leaves it off on CPUs
@@ -48,7 +48,7 @@ $(CLIENTS)/.installed: requirements-clients.lock
 
 # The JAX and torch backends, for the full tier's layer tests under every backend.
 $(VENV)/.backends: $(VENV)/.installed
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,backends]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[all,test,backends]'
 	touch $@
 
 check: $(VENV)/.installed $(VENV)/.backends $(CLIENTS)/.installed data

@@ -10,10 +10,13 @@ Every accuracy is top-1 on the full test set (int8 files with LiteRT's interpret
 "agreement" is the share of test images on which a file predicts the published float
 model's class, a less noisy measure than accuracy.
 
-Writes bench/results/qat_bench.<weights>.json and .md after every measurement (a long run
-keeps what it measured). Needs `make data`. Usage:
+Long (a QAT run of 14-LruNet-1x takes about 15 minutes on 2 cores): every row is kept in a
+run directory outside the repository (`--run-dir`, default
+~/.cache/lru_keras/qat_bench/<weights>) as it is measured, and the same command run again
+measures only the rows still missing. Writes bench/results/qat_bench.<weights>.json and .md
+after every measurement. Needs `make data`. Usage:
     python bench/qat_bench.py [--weights lrunet14_1x.cifar10] [--recipe 5000x2 ...]
-                              [--seed 0 1] [--onednn 0 1]
+                              [--seed 0 1] [--onednn 0 1] [--run-dir DIR]
 """
 
 import argparse
@@ -47,8 +50,15 @@ def _scores(predicted, expected, labels):
             "agreement_with_float": round(100.0 * float(np.mean(predicted == expected)), 2)}
 
 
-def measure_this_process(weights, recipes, seeds, learning_rate, emit):
-    """Every row for this process's oneDNN setting; `emit(row)` as each is measured."""
+def row_key(row):
+    """What identifies a measurement: (oneDNN setting, method, seed)."""
+    return [row["onednn"], row["method"], row["seed"]]
+
+
+def measure_this_process(weights, recipes, seeds, learning_rate, done, emit):
+    """The rows for this process's oneDNN setting that `done` (a list of `row_key`s) lacks;
+    `emit(row)` as each is measured. The float model's row is measured every time (the
+    agreement of the others is with its predictions)."""
     from lru_keras import data, tflite
     from lru_keras.zoo import LruNet, get_weights
 
@@ -72,34 +82,36 @@ def measure_this_process(weights, recipes, seeds, learning_rate, emit):
           "seconds": 0.0, **_scores(float_predictions, float_predictions, labels)})
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "ptq.tflite"
-        spec = tflite.export(model, path, "int8")
-        emit({"onednn": setting, "method": "post-training int8", "seed": None, "seconds": 0.0,
-              "size_bytes": spec["size_bytes"],
-              **_scores(litert_predictions(path), float_predictions, labels)})
+        if [setting, "post-training int8", None] not in done:
+            spec = tflite.export(model, path, "int8")
+            emit({"onednn": setting, "method": "post-training int8", "seed": None,
+                  "seconds": 0.0, "size_bytes": spec["size_bytes"],
+                  **_scores(litert_predictions(path), float_predictions, labels)})
         for train_images, epochs in recipes:
+            method = f"QAT int8, {train_images} images x {epochs} epochs, Adam {learning_rate:g}"
             for seed in seeds:
+                if [setting, method, seed] in done:
+                    continue
                 path = Path(folder) / f"qat_{train_images}x{epochs}_{seed}.tflite"
                 spec, finetuned = tflite.quantize_aware(
                     model, entry.dataset, path, epochs=epochs, train_images=train_images,
                     learning_rate=learning_rate, seed=seed, verbose=2)
                 finetuned_float = _scores(keras_predictions(finetuned), float_predictions,
                                           labels)
-                emit({"onednn": setting,
-                      "method": f"QAT int8, {train_images} images x {epochs} epochs, "
-                                f"Adam {learning_rate:g}",
-                      "seed": seed, "seconds": round(spec["qat"]["seconds"], 1),
+                emit({"onednn": setting, "method": method, "seed": seed, "seconds": round(spec["qat"]["seconds"], 1),
                       "size_bytes": spec["size_bytes"],
                       "finetuned_float_accuracy": finetuned_float["accuracy"],
                       **_scores(litert_predictions(path), float_predictions, labels)})
 
 
-def run_child(setting, args, on_row):
+def run_child(setting, args, done, on_row):
     """This script in a child process with TF_ENABLE_ONEDNN_OPTS=`setting`; each row it prints
     (a stdout line `ROW <json>`) is passed to `on_row` as it arrives, other output (the QAT
     child's progress) goes to stderr."""
     command = [sys.executable, __file__, "--child", "--weights", args.weights,
                "--recipe", *[f"{i}x{e}" for i, e in args.recipe],
-               "--seed", *map(str, args.seed), "--learning-rate", str(args.learning_rate)]
+               "--seed", *map(str, args.seed), "--learning-rate", str(args.learning_rate),
+               "--done", json.dumps(done)]
     with subprocess.Popen(command, env=onednn.child_environment(setting),
                           stdout=subprocess.PIPE, text=True) as child:
         for line in child.stdout:
@@ -144,21 +156,36 @@ def main():
                         default=[(DEFAULTS["train_images"], DEFAULTS["epochs"])])
     parser.add_argument("--seed", type=int, nargs="+", default=[DEFAULTS["seed"]])
     parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="where the measured rows are kept (default: "
+                             "~/.cache/lru_keras/qat_bench/<weights>)")
+    parser.add_argument("--done", type=json.loads, default=[], help=argparse.SUPPRESS)
     onednn.add_arguments(parser)
     args = parser.parse_args()
     if args.child:
         measure_this_process(args.weights, args.recipe, args.seed, args.learning_rate,
-                             lambda row: print(ROW + json.dumps(row), flush=True))
+                             args.done, lambda row: print(ROW + json.dumps(row), flush=True))
         return
-    rows = []
+    from lru_keras import atomic
+
+    run_dir = args.run_dir or Path.home() / ".cache" / "lru_keras" / "qat_bench" / args.weights
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kept = run_dir / "rows.json"
+    rows = json.loads(kept.read_text()) if kept.is_file() else []
 
     def on_row(row):
-        rows.append(row)
+        keys = [row_key(r) for r in rows]
+        if row_key(row) in keys:
+            rows[keys.index(row_key(row))] = row
+        else:
+            rows.append(row)
+        rows.sort(key=lambda r: r["onednn"])  # stable: each setting's rows in measured order
+        atomic.write_text(kept, json.dumps(rows, indent=1) + "\n")
         print(json.dumps(row), file=sys.stderr, flush=True)
         write_results(args.out, args.weights, rows)
 
     for setting in args.onednn:
-        run_child(setting, args, on_row)
+        run_child(setting, args, [row_key(row) for row in rows], on_row)
     print((args.out / f"qat_bench.{args.weights}.md").read_text())
 
 

@@ -15,11 +15,10 @@ bench/results/tflite_variants.json and .md. Needs `make data`. Usage:
 
 import argparse
 import json
-import os
-import platform
+import time
 from pathlib import Path
 
-from lru_keras import atomic, tflite, zoo
+from lru_keras import atomic, environment, tflite, zoo
 from lru_keras.tflite.runtime import latencies
 
 VARIANTS = {  # name: (quantization, io_dtype)
@@ -78,15 +77,9 @@ def main():
             done[entry.name] = measure_model(entry, args.run_dir, args.runs)
             atomic.write_text(done_file, json.dumps(done, indent=1) + "\n")
         print(markdown(done[entry.name]), flush=True)
-    import ai_edge_litert
-    import tensorflow as tf
-
     rows = [row for entry in entries for row in done[entry.name]]
     report = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "processor": platform.processor(), "tensorflow": tf.__version__,
-                    "ai_edge_litert": getattr(ai_edge_litert, "__version__", "2.3.0"),
-                    "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")},
+        "machine": environment.describe(), "date": time.strftime("%Y-%m-%d"),
         "method": "lru_keras.tflite.export defaults (int8: 300 calibration images); accuracy: "
                   "full test set, LiteRT interpreter, XNNPACK; latency: batch 1, one thread, "
                   f"XNNPACK, the model's four files interleaved, {args.runs} rounds after 20 "
@@ -95,7 +88,10 @@ def main():
     }
     RESULTS.mkdir(exist_ok=True)
     atomic.write_text(RESULTS / "tflite_variants.json", json.dumps(report, indent=1) + "\n")
-    atomic.write_text(RESULTS / "tflite_variants.md", markdown(rows))
+    machine = report["machine"]
+    atomic.write_text(RESULTS / "tflite_variants.md",
+                      f"{machine['cpu']}, {machine['cpus']} cores, {report['date']}; "
+                      f"{report['method']}.\n\n" + markdown(rows))
 
 
 if __name__ == "__main__":

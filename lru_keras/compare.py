@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from lru_keras import analysis, atomic, data, environment, evaluate, zoo
+from lru_keras import analysis, atomic, data, environment, evaluate, extras, zoo
 from lru_keras.validation import require_choice, require_positive_int
 
 # The shipped .tflite files: the repository's tflite/ folder (not part of an installed package).
@@ -192,8 +192,7 @@ def plot_compare(result, path):
     """PNG with two panels: Keras test accuracy against int8 latency (log axis: latencies
     span 30x) and against parameters, one marker per family, every point labelled; written
     atomically. Returns the path."""
-    import matplotlib
-
+    matplotlib = extras.require("matplotlib")
     matplotlib.use("Agg")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -281,6 +281,30 @@ def client():
     return run
 
 
+@pytest.fixture(scope="session")
+def run_on_backend():
+    """`run_on_backend(backend, *args, timeout=900)`: `python *args` (this interpreter) in a
+    child process with KERAS_BACKEND=`backend`, as tests of the JAX and torch backends need:
+    Keras picks its backend once per process, when it is imported. Fails the test if the
+    backend is not installed (naming the pip extra) or the child fails (with the end of its
+    output); returns the finished process, its stdout as text."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    def run(backend, *args, timeout=900):
+        assert importlib.util.find_spec(backend) is not None, (
+            f"the {backend} backend is not installed: pip install -e '.[backends]' (make check "
+            f"installs it)")
+        child = subprocess.run([sys.executable, *map(str, args)], capture_output=True,
+                               text=True, env={**os.environ, "KERAS_BACKEND": backend},
+                               timeout=timeout)
+        assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-2000:]
+        return child
+
+    return run
+
+
 @pytest.fixture
 def layers_made(monkeypatch):
     """The layers made (by class name) while the test runs: a refused argument must be

@@ -200,3 +200,22 @@ def test_the_published_weights_load_into_the_feature_extractor():
                           feature_extractor=True)(x, training=False)
     for key in EXPECTED_KEYS["LruNet"][:-1]:
         np.testing.assert_allclose(headless[key], features[key], atol=1e-5)
+
+
+@pytest.mark.parametrize("include_top", [True, False])
+@pytest.mark.parametrize("builder", sorted(SMALL))
+def test_every_builder_takes_48x48_and_64x80_images_when_built_for_any_size(builder,
+                                                                            include_top):
+    """input_shape=(None, None, 3) (keras.applications' convention for a fully convolutional
+    network): the same function as the fixed-size model at 32x32, and 48x48 and 64x80 images
+    give one class-score vector (with the top) or one pooled feature vector (headless) each."""
+    arguments = dict(include_top=include_top, pooling=None if include_top else "avg")
+    fixed = build(builder, **arguments)
+    variable = build(builder, input_shape=(None, None, 3), **arguments)
+    copy_weights(fixed, variable)
+    np.testing.assert_allclose(variable.predict(images(), verbose=0),
+                               fixed.predict(images(), verbose=0), rtol=1e-4, atol=1e-5)
+    for height, width in ((48, 48), (64, 80)):
+        out = variable.predict(images(height, width), verbose=0)
+        assert out.shape == (2, fixed.output_shape[-1]), (height, width)
+        assert np.all(np.isfinite(out))

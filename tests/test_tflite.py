@@ -8,8 +8,9 @@ Promises tested here, one test (or a parametrized family) each:
 - the input spec / labels ship beside the model and inside it;
 - no GATHER: the channel shuffle is reshape/slice/concat/transpose, and XNNPACK takes the
   whole graph as one partition;
-- bad input (unsupported layer, int8 without calibration data, unwritable path, dataset of
-  another image shape) is a clear error and leaves no file behind;
+- bad input (unsupported layer, a Keras backend other than TensorFlow, int8 without
+  calibration data, unwritable path, dataset of another image shape) is a clear error and
+  leaves no file behind;
 - `lru_keras.tflite.evaluate` and the command line run .tflite files;
 - every shipped file predicts as its Keras model on 500 real test images;
 - slow: on the full CIFAR-10 test set, 14-LruNet-1x float32 is within 0.02 points of Keras
@@ -390,6 +391,17 @@ def test_unsupported_layer_is_named_and_no_file_is_written(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
     with pytest.raises(tflite.UnsupportedModelError, match="Dilation2D.*morphology"):
         tflite.export(model, tmp_path / "m.tflite", input_range=(0, 1))
+    assert listing(tmp_path) == []
+
+
+def test_export_and_qat_on_another_backend_are_refused_before_any_work(small_model, tmp_path,
+                                                                       monkeypatch):
+    """Here a stand-in for JAX; test_zoo_backends.py checks the real JAX and torch."""
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(tflite.UnsupportedBackendError, match="runs Keras on 'jax'"):
+        tflite.export(small_model, tmp_path / "m.tflite")
+    with pytest.raises(tflite.UnsupportedBackendError, match="KERAS_BACKEND=tensorflow"):
+        tflite.quantize_aware(small_model, "cifar10", tmp_path / "q.tflite")
     assert listing(tmp_path) == []
 
 

@@ -1,14 +1,17 @@
-"""Tests of lru_keras.tune: a search under a budget, its table and plot, the best model, loud
-failures, resume after a kill, KerasTuner's distributed mode, the command line.
+"""Tests of lru_keras.tune: a search under a budget, its table, plot and TensorBoard logs, the
+best model, loud failures, resume after a kill, KerasTuner's distributed mode, the command
+line.
 
 Real images only: 400 Fashion-MNIST training images (300 train + 100 held out for
 validation) imported into pytest's tmp TFDS dir; tiny models (width 0.125 / 0.25, N 1..2,
-1 epoch). The resume and distributed tests start processes of their own.
+1 epoch; 2 in the TensorBoard test, which counts steps). The resume and distributed tests
+start processes of their own.
 """
 
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,6 +69,39 @@ def _lrunet(row):
 
 def _trial_files(project):
     return sorted(project.glob("trial_*/trial.json"))
+
+
+def _tensorboard_run(folder):
+    """The events of one TensorBoard run (the event files in `folder`, not its subfolders),
+    every event kept: a run written twice holds each step twice."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    run = event_accumulator.EventAccumulator(
+        str(folder), size_guidance={event_accumulator.TENSORS: 0})
+    run.Reload()
+    return run
+
+
+def _scalar(run, tag):
+    """(steps, values) of a scalar of a run (TF2 summaries store scalars as tensors)."""
+    from tensorboard.util import tensor_util
+
+    events = run.Tensors(tag)
+    return ([event.step for event in events],
+            [float(tensor_util.make_ndarray(event.tensor_proto)) for event in events])
+
+
+def _hparams_session(run):
+    """(number of session starts, group name, {hyperparameter: value}) of the HParams
+    session a run holds."""
+    from tensorboard.plugins.hparams import metadata
+
+    tag = metadata.SESSION_START_INFO_TAG
+    info = metadata.parse_session_start_info_plugin_data(
+        run.SummaryMetadata(tag).plugin_data.content)
+    values = {name: getattr(value, value.WhichOneof("kind"))
+              for name, value in info.hparams.items()}
+    return len(run.Tensors(tag)), info.group_name, values
 
 
 # --- A search under a budget ------------------------------------------------------------------
@@ -145,9 +181,11 @@ def test_trial_over_max_params_is_recorded_infeasible_and_never_best(searched):
         trial = json.loads((project / f"trial_{row['trial']}" / "trial.json").read_text())
         assert trial["status"] == "COMPLETED" and trial["score"] == -1.0
         assert not (project / f"trial_{row['trial']}" / "checkpoint.weights.h5").exists()
+        assert not (project / "tensorboard" / row["trial"]).exists()  # never trained
     for row in result.rows:
         if row["status"] == "ok":
             assert row["params"] <= MAX_PARAMS and 0 <= row["val_accuracy"] <= 1
+            assert (project / "tensorboard" / row["trial"] / "execution0").is_dir()
     assert result.best["status"] == "ok" and result.best["params"] <= MAX_PARAMS
 
 
@@ -164,6 +202,41 @@ def test_latency_budget_measures_the_int8_tflite_and_marks_slow_trials(fashion_d
     assert "int8" in json.dumps(spec)
     assert result.best is None and result.best_model is None
     assert not (tmp_path / "p" / "best_model.keras").exists()
+
+
+def test_each_trial_logs_its_curves_and_hparams_session_to_tensorboard(fashion_dir, tmp_path,
+                                                                       capsys):
+    """KerasTuner's TensorBoard integration, per trial: a run whose HParams session holds the
+    trial's hyperparameters as the oracle recorded them and its objective `score` (the best
+    epoch's validation accuracy, at that epoch's step), and the epoch curves, a step per
+    epoch. The command line prints the command that shows the folder."""
+    epochs = 2
+    project = tmp_path / "p"
+    argv = _cli_args(project, fashion_dir, "--max-trials", "2", "--reuse", "1,2", "--width",
+                     "0.125", "--shuffle", "on", "--epochs", str(epochs))
+    argv.remove("--json")
+    assert main(argv) == 0
+    folder = project / "tensorboard"
+    assert f"\ntensorboard: tensorboard --logdir {folder}  (" in capsys.readouterr().out
+
+    trials = [json.loads(path.read_text()) for path in _trial_files(project)]
+    assert sorted(path.name for path in folder.iterdir()) == [t["trial_id"] for t in trials]
+    assert trials[0]["hyperparameters"]["values"] != trials[1]["hyperparameters"]["values"]
+    for trial in trials:
+        session = folder / trial["trial_id"] / "execution0"
+        run = _tensorboard_run(session)
+        assert _hparams_session(run) == (1, trial["trial_id"],
+                                         trial["hyperparameters"]["values"])
+        train = _tensorboard_run(session / "train")
+        assert "epoch_score" not in train.Tags()["tensors"]  # the objective is not a curve
+        loss_steps, _ = _scalar(train, "epoch_loss")
+        accuracy_steps, accuracies = _scalar(_tensorboard_run(session / "validation"),
+                                             "epoch_accuracy")
+        assert loss_steps == accuracy_steps == list(range(epochs))
+        score_steps, scores = _scalar(run, "score")
+        assert scores == [pytest.approx(trial["score"], rel=1e-6)]
+        assert scores == [pytest.approx(max(accuracies), rel=1e-6)]
+        assert score_steps == [accuracies.index(max(accuracies))]
 
 
 # --- Failures are loud ------------------------------------------------------------------------
@@ -295,6 +368,10 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(fashion_dir,
     checkpoint = project / "trial_0" / "checkpoint.weights.h5"
     before = (first.read_bytes(), first.stat().st_mtime_ns, checkpoint.stat().st_mtime_ns)
     assert json.loads(first.read_text())["status"] == "COMPLETED"
+    # The killed trial's own events, as if it had trained before the kill (trial 0's copied).
+    tensorboard = project / "tensorboard"
+    shutil.copytree(tensorboard / "0", tensorboard / "1", dirs_exist_ok=True)
+    events_before = {path: path.stat().st_mtime_ns for path in (tensorboard / "0").rglob("*")}
 
     assert main(argv) == 0
     resumed = json.loads(capsys.readouterr().out)
@@ -303,6 +380,13 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(fashion_dir,
     assert all(row["status"] == "ok" for row in resumed["rows"])
     assert (first.read_bytes(), first.stat().st_mtime_ns,
             checkpoint.stat().st_mtime_ns) == before
+    # TensorBoard: trial 0's run as it was; trial 1's written once, by its rerun alone.
+    assert {path: path.stat().st_mtime_ns
+            for path in (tensorboard / "0").rglob("*")} == events_before
+    rerun = tensorboard / "1" / "execution0"
+    drawn = json.loads((project / "trial_1" / "trial.json").read_text())["hyperparameters"]
+    assert _hparams_session(_tensorboard_run(rerun)) == (1, "1", drawn["values"])
+    assert _scalar(_tensorboard_run(rerun / "train"), "epoch_loss")[0] == [0]
 
     assert main(argv) == 0  # finished: nothing runs again
     assert json.loads(capsys.readouterr().out)["trials_run"] == []

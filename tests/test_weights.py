@@ -48,9 +48,9 @@ GOLDEN_ATOL = 1e-4
 
 
 def load_convert_reference():
-    """zoo/convert_reference.py, imported by file path (zoo/ is not a package in the tree)."""
-    spec = importlib.util.spec_from_file_location("convert_reference",
-                                                  ZOO / "convert_reference.py")
+    """scripts/convert_reference.py (a development tool, not a package module), by file path."""
+    spec = importlib.util.spec_from_file_location(
+        "convert_reference", ZOO.parent / "scripts" / "convert_reference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

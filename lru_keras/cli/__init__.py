@@ -3,7 +3,8 @@
 One module per command (zoo, info, evaluate, data, train, tune, export, qat, compare), each
 adding its parser and handler; the arguments several commands share are in `options`. Handlers
 call library functions and print. `main(argv)` returns the exit status: 0 on success, 2 for bad
-arguments, a library error or a file that cannot be read or written (printed as one line,
+arguments, a library error, a missing optional library (naming the pip extra that installs
+it) or a file that cannot be read or written (printed as one line,
 naming the file, no traceback), 130 after Ctrl-C (one line
 too, saying what the command left and how to go on: `handled_by(..., interrupt_hint=...)`);
 `tune` returns 1 when its search fails.
@@ -20,6 +21,7 @@ from lru_keras.cli.qat import add_qat_command
 from lru_keras.cli.train import add_train_commands
 from lru_keras.cli.tune import add_tune_command
 from lru_keras.cli.zoo import add_zoo_command
+from lru_keras.extras import MissingExtraError
 from lru_keras.startup import show_startup_lines, start_tensorflow_quietly
 
 
@@ -39,7 +41,7 @@ def main(argv=None):
         return report_interrupt(hint)
     except SystemExit as stop:  # argparse errors (status 2) and --help (status 0)
         return 0 if stop.code is None else stop.code
-    except ValueError as error:  # incl. corrupt files (ChecksumError), conflicting run dirs
+    except (ValueError, MissingExtraError) as error:  # incl. corrupt files (ChecksumError)
         print_error(error)
         return 2
     except OSError as error:  # a missing, unreadable or unwritable file or directory

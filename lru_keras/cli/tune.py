@@ -34,7 +34,8 @@ over a budget is measured but not trained, and listed as infeasible.
 
 Results in the project dir: results.md / .csv / .json (one row per trial: N, width, params,
 MFLOPs, val accuracy, status), results.png (val accuracy vs N and vs MFLOPs),
-best_model.keras and best_hyperparameters.json.
+best_model.keras and best_hyperparameters.json; tensorboard/<trial id>/ (each trained trial's
+curves and its HParams session: tensorboard --logdir <project dir>/tensorboard).
 
 Resuming: the same command again continues an interrupted search (finished trials are kept);
 a larger --max-trials extends a finished one. A project dir of another search is refused,
@@ -157,8 +158,7 @@ def run_tune(args: argparse.Namespace) -> int:
               f"the results to {result.project_dir}")
     else:
         print(report.format_text(result.rows, config.budget))
-        for name, path in result.files.items():
-            print(f"{name}: {path}")
+        print(report.format_files(result.files))
     if result.role != "worker" and result.best is None:
         print_error(f"no trial within the budget ({config.budget.describe()}) completed; "
                     f"relax the budget or widen the search space")

@@ -19,11 +19,12 @@ import warnings
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
-
+from lru_keras import extras
 from lru_keras.data.catalog import info
 from lru_keras.data.store import not_available_error, prepared_counts, resolve_data_dir
 from lru_keras.validation import require_positive_int
+
+tfds = extras.lazy("tensorflow_datasets")  # the [data] extra
 
 PAD_PIXELS = 4
 MAX_ROTATION_DEGREES = 10.0

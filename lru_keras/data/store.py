@@ -26,10 +26,11 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from lru_keras import atomic, checksums
+from lru_keras import atomic, checksums, extras
 from lru_keras.data.catalog import CIFAR100_FINE_TO_COARSE, DATASETS, DatasetSpec, info
+
+tfds = extras.lazy("tensorflow_datasets")  # the [data] extra
 
 IMPORT_COMMAND = "lru-keras data import --from-shared ../shared/data"
 SOURCES_FILE = "lru_keras_sources.json"

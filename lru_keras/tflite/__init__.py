@@ -10,6 +10,10 @@
 - `quantize_aware(model, train_data, path)`: quantization-aware fine-tuning with
   tensorflow-model-optimization (in a child process), then the int8 export.
 
+`export` and `quantize_aware` need Keras's TensorFlow backend (they trace the model into a
+TensorFlow graph); under JAX or torch they raise `UnsupportedBackendError` before any work.
+Running .tflite files (`TFLiteClassifier`, `evaluate`, `inspect`) works under every backend.
+
 Modules: `export` (the steps of an export), `graph` (the export model, from each layer's
 export form), `convert` (the TFLite converter), `flatbuffer` (reading and tidying .tflite
 files), `calibration_data`, `equalization` and `ranges` (int8), `options` (argument checks
@@ -19,7 +23,12 @@ shared by export and QAT), `errors`, `runtime` (LiteRT), `qat` (quantization-awa
 import numpy as np
 
 from lru_keras.tflite.convert import QUANTIZATIONS
-from lru_keras.tflite.errors import ExportError, QATError, UnsupportedModelError
+from lru_keras.tflite.errors import (
+    ExportError,
+    QATError,
+    UnsupportedBackendError,
+    UnsupportedModelError,
+)
 from lru_keras.tflite.export import export, sharing_report
 from lru_keras.tflite.options import sidecar_paths
 from lru_keras.tflite.qat import quantize_aware
@@ -54,7 +63,8 @@ def inspect(path_or_bytes):
 
 
 __all__ = [
-    "QUANTIZATIONS", "ExportError", "QATError", "TFLiteClassifier", "UnsupportedModelError",
+    "QUANTIZATIONS", "ExportError", "QATError", "TFLiteClassifier", "UnsupportedBackendError",
+    "UnsupportedModelError",
     "evaluate", "evaluate_arrays", "export", "inspect", "quantize_aware", "sharing_report",
     "sidecar_paths",
 ]

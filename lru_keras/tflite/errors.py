@@ -11,3 +11,8 @@ class ExportError(ValueError):
 
 class QATError(RuntimeError):
     """The QAT child process failed; the message holds the end of its output."""
+
+
+class UnsupportedBackendError(ValueError):
+    """Keras runs on a backend other than TensorFlow: the export and QAT build TensorFlow
+    graphs from the model, which only Keras's TensorFlow backend makes."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lru_keras import atomic
+from lru_keras import atomic, extras
 from lru_keras.progress import Ticker
 from lru_keras.tflite import (
     calibration_data,
@@ -90,6 +90,7 @@ def export(model, path, quantization="float32", representative_data=None, *,
         against Keras (`verify.verify`; an ExportError before anything is written if it does
         not run or disagrees; a warning naming the ops XNNPACK does not take).
     """
+    options.require_tensorflow_backend("the TFLite export")
     if quantization not in convert.QUANTIZATIONS:
         raise ValueError(f"quantization={quantization!r}; expected one of "
                          f"{list(convert.QUANTIZATIONS)}")
@@ -103,6 +104,7 @@ def export(model, path, quantization="float32", representative_data=None, *,
         raise ValueError(f"io_dtype={io_dtype!r}; expected one of {list(convert.IO_DTYPES)}")
     path = Path(os.fspath(path))
     options.check_writable(path)
+    extras.require_installed("ai_edge_litert")  # the file is verified with LiteRT
     import keras
 
     if not isinstance(model, keras.Model):

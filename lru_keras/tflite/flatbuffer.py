@@ -17,23 +17,29 @@ conversion, none of which changes a computed value:
 import collections
 import copy as copy_module
 import dataclasses
+import functools
 import json
 import struct
 
 import flatbuffers
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
+
+from lru_keras import extras
+
+schema = extras.lazy("ai_edge_litert.schema_py_generated")  # the [litert] extra
 
 FILE_IDENTIFIER = b"TFL3"
 CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-_OP_NAMES = {
-    value: name for name, value in vars(schema.BuiltinOperator).items()
-    if not name.startswith("_") and isinstance(value, int)
-}
-_TYPE_NAMES = {
-    value: name.lower() for name, value in vars(schema.TensorType).items()
-    if not name.startswith("_") and isinstance(value, int)
-}
+
+
+@functools.cache
+def _names(enum) -> dict:
+    """{value: name} of a schema enum ("BuiltinOperator", "TensorType"), read when first
+    needed (the schema comes with the [litert] extra)."""
+    return {value: name for name, value in vars(getattr(schema, enum)).items()
+            if not name.startswith("_") and isinstance(value, int)}
+
+
 METADATA_PREFIX = "lru_keras."
 
 
@@ -79,7 +85,7 @@ def op_name(model, operator):
     """Builtin op name of an operator ("CONV_2D", ...), or "CUSTOM:<code>" for custom ops."""
     code = model.operatorCodes[operator.opcodeIndex]
     builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-    name = _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
+    name = _names("BuiltinOperator").get(builtin, f"BUILTIN_{builtin}")
     if name == "CUSTOM":
         custom = code.customCode
         custom = custom.decode() if isinstance(custom, bytes) else str(custom)
@@ -89,7 +95,8 @@ def op_name(model, operator):
 
 def type_name(tensor_type):
     """"float32", "int8", ... for a schema TensorType value."""
-    return _TYPE_NAMES.get(tensor_type, str(tensor_type))
+    name = _names("TensorType").get(tensor_type)
+    return str(tensor_type) if name is None else name.lower()
 
 
 @dataclasses.dataclass

@@ -2,12 +2,14 @@
 called), which dataset and labels, which input range, what the metadata says of the model.
 Each is checked before any slow work starts."""
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import lru_keras
 from lru_keras import atomic, data
 from lru_keras.layers.preprocessing import declared_input_range
+from lru_keras.tflite.errors import UnsupportedBackendError
 from lru_keras.tflite.metadata import ModelInfo
 from lru_keras.validation import require_range
 
@@ -26,6 +28,22 @@ def sidecar_paths(path):
     path = Path(path)
     stem = path.name[:-len(".tflite")] if path.name.endswith(".tflite") else path.name
     return path.with_name(stem + LABELS_SUFFIX), path.with_name(stem + SPEC_SUFFIX)
+
+
+def require_tensorflow_backend(what):
+    """UnsupportedBackendError unless Keras runs on TensorFlow. `what` (the export, QAT) traces
+    the model into a TensorFlow graph, which fails deep inside TensorFlow with an unrelated
+    message when the model's layers compute with another backend's tensors."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise UnsupportedBackendError(
+            f"{what} needs Keras's TensorFlow backend, but this process runs Keras on "
+            f"{backend!r} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}; the backend is "
+            f"chosen once per process, when Keras is imported). Run it in a process started "
+            f"with KERAS_BACKEND=tensorflow; the model's weights move over with "
+            f"`save_weights` and `load_weights`.")
 
 
 def check_writable(path):

@@ -24,9 +24,11 @@ def refine_ranges(calibrated, images, batch_size=10):
     steps for the small channels a BatchNorm amplifies) shrank the ranges until the large
     channels clipped: 82% instead of 88.9% on CIFAR-10.
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
+    from lru_keras import extras
     from lru_keras.tflite import flatbuffer
+
+    extras.require_installed("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     model = flatbuffer.read(calibrated)
     graph = model.subgraphs[0]

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from lru_keras import checksums, data
+from lru_keras import checksums, data, extras
 from lru_keras.data import pipeline
 from lru_keras.evaluate import evaluate_batches
 from lru_keras.tflite import flatbuffer, options
@@ -49,6 +49,7 @@ class TFLiteClassifier:
 
     def _load(self, content, num_threads, xnnpack, batch_size):
         """Reads the file's spec, makes the interpreter and sizes it for `batch_size`."""
+        extras.require_installed("ai_edge_litert")
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.spec = flatbuffer.read_metadata_json(content) or {}
@@ -208,6 +209,7 @@ def compiled_model_outputs(path, inputs, *, weight_cache=None, num_threads=1):
             Android apps enable to start faster).
         num_threads: CPU threads.
     """
+    extras.require_installed("ai_edge_litert")
     from ai_edge_litert.compiled_model import CompiledModel
     from ai_edge_litert.cpu_options import CpuOptions
     from ai_edge_litert.hardware_accelerator import HardwareAccelerator

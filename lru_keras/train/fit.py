@@ -31,7 +31,7 @@ import time
 import keras
 import numpy as np
 
-from lru_keras import __version__, analysis, atomic, checksums, data, zoo
+from lru_keras import __version__, analysis, atomic, checksums, data, extras, zoo
 from lru_keras.progress import Ticker
 from lru_keras.train import callbacks, distribute, recipes, run_dir, splits
 from lru_keras.train import config as config_module
@@ -51,6 +51,8 @@ def train(config: TrainConfig | None = None, **options) -> dict:
     training. A run directory of another configuration raises `RunDirConflictError`.
     """
     started = time.perf_counter()
+    # The datasets ([data] extra) and the run's curves.png ([plots]), checked before any work.
+    extras.require_installed("tensorflow_datasets", "matplotlib")
     config = TrainConfig(**options) if config is None else dataclasses.replace(config, **options)
     config = config_module.resolve(config)
     role = distribute.worker_role(config.strategy)

@@ -27,7 +27,7 @@ import os
 import shutil
 from pathlib import Path
 
-from lru_keras import atomic, checksums
+from lru_keras import atomic, checksums, extras
 
 CONFIG = "config.json"
 LOG = "log.csv"
@@ -221,8 +221,7 @@ def curves_figure(history: list[dict], title: str, test_accuracy: float | None =
     """Training and validation loss and accuracy (%, as everywhere else) per epoch, the best
     weights' test accuracy as a dashed line and the best epoch as a dotted one (matplotlib's
     Agg backend)."""
-    import matplotlib
-
+    matplotlib = extras.require("matplotlib")
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator

@@ -10,17 +10,24 @@ budget: the paper's Table 2, automated.
 Modules, one job each: `space` (what a search may draw, checked), `budget` (params, MFLOPs,
 int8 latency, and the infeasible verdict), `hypermodel` (the KerasTuner HyperModel, built and
 compiled as `lru_keras.train` does), `run` (`search`: tuners, project directory and resume,
-distributed mode, loud failures, the best model), `report` (table and plot). The command line
-is `lru-keras tune` (lru_keras/cli/tune.py).
+distributed mode, loud failures, the best model, each trial's TensorBoard run), `report`
+(table, plot, the list of files written). The command line is `lru-keras tune`
+(lru_keras/cli/tune.py).
 """
 
-from lru_keras.tune.budget import Budget
-from lru_keras.tune.hypermodel import LruNetHyperModel
-from lru_keras.tune.run import (
-    TUNERS, SearchConfig, SearchConflictError, SearchFailedError, SearchResult, search)
-from lru_keras.tune.space import SearchSpace
+import importlib
 
-__all__ = [
-    "Budget", "LruNetHyperModel", "SearchConfig", "SearchConflictError", "SearchFailedError",
-    "SearchResult", "SearchSpace", "TUNERS", "search",
-]
+# name: the module that defines it. Imported on first use (PEP 562), so that `space` and
+# `budget` (the command line's argument checks) load without KerasTuner, the [tune] extra.
+_EXPORTS = {
+    "Budget": "budget", "LruNetHyperModel": "hypermodel", "SearchConfig": "run",
+    "SearchConflictError": "run", "SearchFailedError": "run", "SearchResult": "run",
+    "SearchSpace": "space", "TUNERS": "run", "search": "run",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lru_keras.tune' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lru_keras.tune.{_EXPORTS[name]}"), name)

@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 
 import keras
-import keras_tuner
 
-from lru_keras import data
+from lru_keras import data, extras
 from lru_keras.train import build_model, compile_model
 from lru_keras.train import config as train_config
 from lru_keras.tune.space import SearchSpace
+
+keras_tuner = extras.require("keras_tuner")  # the [tune] extra
 
 
 class LruNetHyperModel(keras_tuner.HyperModel):

@@ -5,12 +5,14 @@ A row holds the trial's hyperparameters (N, width, dropout, shuffle, epochs), wh
 "ok", "infeasible (params 210.3k > 200k)" for a trial over budget (measured, never trained,
 so it has no accuracy), or KerasTuner's status of a trial that is still running. The plot is
 the paper's Table 2 as a picture: validation accuracy against N and against MFLOPs.
+`format_files` lists what a search wrote, its TensorBoard folder as the command that shows it.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import shlex
 from pathlib import Path
 
 from lru_keras import analysis, atomic
@@ -24,6 +26,8 @@ PLOT = "results.png"
 COLUMNS = ("trial", "reuse", "width", "dropout", "shuffle", "epochs", "params", "mflops",
            "latency_ms", "val_accuracy", "status")
 INFEASIBLE_METRIC = "infeasible"
+# The entry of a search's files that is its TensorBoard folder (per-trial runs, HParams).
+TENSORBOARD = "tensorboard"
 
 
 def trial_rows(trials, budget: Budget, epochs: int) -> list[dict]:
@@ -105,6 +109,18 @@ def format_markdown(rows: list[dict], budget: Budget, title: str) -> str:
                                             align_right=range(1, len(header) - 1))]
     lines += ["", f"Best: trial {best['trial']}" if best else "Best: none (no trial within the "
                                                                "budget completed)", ""]
+    return "\n".join(lines)
+
+
+def format_files(files: dict) -> str:
+    """One line per file a search wrote, "name: path"; the TensorBoard folder's line is the
+    command that shows it, since a folder of event files is read through TensorBoard."""
+    lines = []
+    for name, path in files.items():
+        if name == TENSORBOARD:
+            path = (f"tensorboard --logdir {shlex.quote(str(path))}  (per-trial curves, "
+                    f"HParams dashboard)")
+        lines.append(f"{name}: {path}")
     return "\n".join(lines)
 
 

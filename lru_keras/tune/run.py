@@ -24,6 +24,16 @@ Resuming: the same configuration in the same project directory reloads KerasTune
 read back and is damaged is refused naming the file; each trial's checkpoint and the best
 model get a .sha256 sidecar, checked before they are loaded.
 
+TensorBoard (`tensorboard --logdir <project dir>/tensorboard`): each trained trial logs to
+tensorboard/<trial id>/execution0/ through KerasTuner's own integration, the
+`keras.callbacks.TensorBoard` among a trial's callbacks, which KerasTuner points at that
+folder and pairs with TensorBoard's HParams callback: epoch curves in train/ and validation/,
+and the HParams session with the trial's hyperparameters. The trial's objective `score` (its
+best epoch's validation accuracy; the curves hold each epoch's) and its params, MFLOPs and
+latency are added as scalars of the session, so the HParams dashboard ranks trials as the
+oracle does. A trial over budget is not trained and has no run. A trial that runs again after
+an interruption first deletes its folder, so its events are the rerun's alone.
+
 Distributed (KerasTuner's own mode): start the same search in several processes that share
 the project directory, with KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT set in all of them
 and KERASTUNER_TUNER_ID=chief in one (it serves the oracle over gRPC and trains nothing) and
@@ -41,15 +51,15 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import warnings
 from pathlib import Path
 
 import keras
-import keras_tuner
 
-from lru_keras import atomic, checksums, data
+from lru_keras import atomic, checksums, data, extras
 from lru_keras.train import callbacks as train_callbacks
 from lru_keras.train import check_batch_size, distribute, run_dir, splits
 from lru_keras.train import config as train_config
@@ -57,6 +67,8 @@ from lru_keras.tune import report
 from lru_keras.tune.budget import Budget, measure
 from lru_keras.tune.hypermodel import LruNetHyperModel
 from lru_keras.tune.space import SearchSpace
+
+keras_tuner = extras.require("keras_tuner")  # the [tune] extra
 from lru_keras.validation import require_at_most, require_int, require_positive_int
 
 OBJECTIVE = "score"
@@ -174,6 +186,8 @@ def resolve(config: SearchConfig) -> tuple[SearchConfig, train_config.TrainConfi
     if not isinstance(space, SearchSpace) or not isinstance(budget, Budget):
         raise ValueError("space must be a SearchSpace (or its dict) and budget a Budget "
                          "(or its dict)")
+    if budget.max_latency_ms is not None:
+        extras.require_installed("ai_edge_litert")  # latency of the int8 file, with LiteRT
     if config.validation == 0:
         raise ValueError("validation=0: a search scores its trials on validation images held "
                          "out of the training split; hold out at least one")
@@ -234,10 +248,14 @@ def search(config: SearchConfig | None = None, *, overwrite: bool = False,
 
     Returns a `SearchResult`: the table rows, the best trial (None if no trial within the
     budget completed), its hyperparameters and trained model, and the files written in the
-    project dir (results.md/.csv/.json/.png, best_model.keras, best_hyperparameters.json).
+    project dir (results.md/.csv/.json/.png, best_model.keras, best_hyperparameters.json, and
+    the TensorBoard folder of the trials once one was trained).
     `overwrite=True` deletes the project's previous trials first. Raises `SearchFailedError`
     naming the first failed trial and its error.
     """
+    # KerasTuner's trials log to TensorBoard ([tune]); the datasets ([data]); results.png
+    # ([plots]): checked before any work.
+    extras.require_installed("tensorboard", "tensorflow_datasets", "matplotlib")
     config = SearchConfig(**options) if config is None else dataclasses.replace(config, **options)
     config, training = resolve(config)
     this_role = role()
@@ -308,6 +326,8 @@ def _write_results(result: SearchResult, tuner, config: SearchConfig,
                                        chance=100 / data.info(config.dataset).num_classes)
     if result.best_model is not None:
         result.files.update(_save_best(project, result.best_model, result.best_hyperparameters))
+    if tuner.tensorboard_dir.is_dir():
+        result.files[report.TENSORBOARD] = str(tuner.tensorboard_dir)
 
 
 def make_tuner(config: SearchConfig, hypermodel, measure_trial, project: Path,
@@ -367,8 +387,8 @@ def _new_tuner(config: SearchConfig, hypermodel, measure_trial, project: Path, o
         return tuner
     if config.tuner == "bayesian" and importlib.util.find_spec("sklearn") is None:
         raise ValueError("tuner='bayesian' needs scikit-learn (KerasTuner's Gaussian process), "
-                         "which is not installed: pip install scikit-learn (or "
-                         "keras-tuner[bayesian]), or use tuner='random' or 'hyperband'")
+                         "which is not installed: pip install \"lru_keras[tune]\", or use "
+                         "tuner='random' or 'hyperband'")
     tuner_class = {"random": BudgetedRandomSearch,
                    "bayesian": BudgetedBayesianOptimization}[config.tuner]
     return tuner_class(max_trials=config.max_trials or DEFAULT_MAX_TRIALS, **common)
@@ -428,12 +448,34 @@ class _BudgetedTuner:
         continued = trial.hyperparameters.values.get("tuner/trial_id")  # Hyperband's
         if continued is not None:
             self._check_checkpoint(continued)
-        fit_callbacks = [*kwargs.pop("callbacks", []), _ScoreFromValidation()]
+        # Before `_ScoreFromValidation`: TensorBoard would log `score` as a training curve.
+        fit_callbacks = [*kwargs.pop("callbacks", []), self._tensorboard(trial),
+                         _ScoreFromValidation()]
         histories = super().run_trial(trial, *args, callbacks=fit_callbacks, **kwargs)
         checkpoint = self._get_checkpoint_fname(trial.trial_id)
         if os.path.exists(checkpoint):  # none if no epoch had a score (diverged: NaN)
             checksums.write_sidecar(checkpoint)
-        return {**_best_epoch(histories[-1]), report.INFEASIBLE_METRIC: 0.0, **metrics}
+        best = _best_epoch(histories[-1])
+        session = self._get_tensorboard_dir(self.tensorboard_dir, trial.trial_id,
+                                            len(histories) - 1)
+        _write_scalars(session, {OBJECTIVE: best[OBJECTIVE], **metrics},
+                       step=int(best["best_epoch"]) - 1)
+        return {**best, report.INFEASIBLE_METRIC: 0.0, **metrics}
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """<project dir>/tensorboard (named as a training run's): a folder per trained
+        trial."""
+        return Path(self.project_dir) / run_dir.TENSORBOARD
+
+    def _tensorboard(self, trial) -> keras.callbacks.TensorBoard:
+        """The TensorBoard callback of a trial, whose folder is first emptied of the events
+        an interrupted attempt left. KerasTuner points it at <trial id>/execution<i> and adds
+        TensorBoard's HParams callback beside it."""
+        logs = self.tensorboard_dir / str(trial.trial_id)
+        if logs.exists():
+            shutil.rmtree(logs)
+        return keras.callbacks.TensorBoard(str(self.tensorboard_dir), write_graph=False)
 
     def load_model(self, trial):
         self._check_checkpoint(trial.trial_id)
@@ -454,6 +496,18 @@ class _BudgetedTuner:
         super().on_trial_end(trial)
         check_trials([self.oracle.get_trial(trial.trial_id)])
         self.trials_run.append(trial.trial_id)
+
+
+def _write_scalars(logdir, values: dict, step: int) -> None:
+    """`values` as TensorBoard scalars at `step` in `logdir`, the run of a trial's HParams
+    session, where the HParams dashboard shows each as a metric of the trial."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        for name, value in values.items():
+            tf.summary.scalar(name, value, step=step)
+    writer.close()
 
 
 def _best_epoch(history) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lru_keras import data
+from lru_keras import data, extras
 from lru_keras.layers.export_form import ExportConstants
 from lru_keras.layers.reuse import LRUBlock, norm_constants, set_affine
 from lru_keras.progress import Ticker
@@ -55,6 +55,10 @@ def quantize_aware(model, train_data, path, *, epochs=DEFAULTS["epochs"],
     settings, training history, seconds, transfer error), and the fine-tuned float Keras 3
     model.
     """
+    options.require_tensorflow_backend("quantization-aware training (QAT)")
+    # The fine-tune's child process imports tfmot and tf_keras ([qat] extra); the int8 file is
+    # verified with LiteRT ([litert]).
+    extras.require_installed("tensorflow_model_optimization", "tf_keras", "ai_edge_litert")
     for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
                              ("seed", seed, 0), ("verbose", verbose, 0)):
         require_int(name, value, low)

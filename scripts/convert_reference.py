@@ -3,12 +3,13 @@ the six LruNets and the paper's 12 baselines (MobileNet, MobileNetV2, ShuffleNet
 
 Input: the authors' release (PyTorch state_dicts, MIT License, Copyright (c) 2017 Okan
 Köpüklü; see zoo/LICENSE) as NumPy archives with their `checkpoints.json` record, in the
-folder given by --reference. Output, in this folder: one `<name>.weights.h5` per checkpoint,
+folder given by --reference. Output, in the repository's zoo/ folder (the registry that
+setup.cfg installs as lru_keras.weights; this script is a development tool, not installed): one `<name>.weights.h5` per checkpoint,
 `manifest.json` (the registry read by lru_keras.zoo.weights: builder arguments, input contract,
 stem and classifier layer names, sha256 of input and output, recorded accuracy) and a model
 card `cards/<name>.md` each.
 
-Run from the repository root:  python zoo/convert_reference.py [--reference DIR]
+Run from the repository root:  python scripts/convert_reference.py [--reference DIR]
 """
 
 import argparse
@@ -24,8 +25,9 @@ from lru_keras import zoo
 from lru_keras.checksums import sha256_of
 from lru_keras.zoo.weights import MANIFEST
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_REFERENCE = HERE.parent.parent / "shared" / "reference" / "cnn-layer-reuse"
+REPOSITORY = Path(__file__).resolve().parents[1]
+ZOO = REPOSITORY / "zoo"
+DEFAULT_REFERENCE = REPOSITORY.parent / "shared" / "reference" / "cnn-layer-reuse"
 SOURCE = "okankop/CNN-layer-reuse (commit 1dd8d42), pretrained/{checkpoint}.t7, MIT License"
 AUTHOR = "Okan Köpüklü (okankop/CNN-layer-reuse); ported to Keras by lru_keras"
 LICENSE = "MIT"
@@ -261,7 +263,7 @@ def card(name, checkpoint, dataset, builder, arguments, classes, input_shape, re
     return hub_header(name, dataset, record["acc"]) + f"""# {name}
 
 {intro}
-- Source: {SOURCE.format(checkpoint=checkpoint)}; ported by zoo/convert_reference.py.
+- Source: {SOURCE.format(checkpoint=checkpoint)}; ported by scripts/convert_reference.py.
 - License: MIT, Copyright (c) 2017 Okan Köpüklü (zoo/LICENSE).
 - Input: {input_shape}, raw pixels in [0, 255] (the model rescales to [0, 1]; no mean/std).
   `include_preprocessing=False` takes [0, 1].
@@ -280,7 +282,7 @@ def main():
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE)
     args = parser.parse_args()
     records = json.loads((args.reference / "checkpoints.json").read_text())
-    (HERE / "cards").mkdir(exist_ok=True)
+    (ZOO / "cards").mkdir(exist_ok=True)
     entries = []
     for name, (checkpoint, dataset, builder, arguments, classes, input_shape) in \
             CHECKPOINTS.items():
@@ -293,8 +295,8 @@ def main():
         if params != record["params"]:
             raise ValueError(f"{name}: {params} trainable parameters, checkpoint has {record['params']}")
         file = f"{name}.weights.h5"
-        model.save_weights(HERE / file)
-        (HERE / "cards" / f"{name}.md").write_text(
+        model.save_weights(ZOO / file)
+        (ZOO / "cards" / f"{name}.md").write_text(
             card(name, checkpoint, dataset, builder, arguments, classes, input_shape, record,
                  params)
         )
@@ -304,7 +306,7 @@ def main():
             "classes": classes, "input_shape": list(input_shape),
             "input_range": list(INPUT_RANGE), "stem_layer": STEM_LAYER,
             "classifier_layer": CLASSIFIER_LAYER.get(builder, DENSE_CLASSIFIER),
-            "file": file, "sha256": sha256_of(HERE / file),
+            "file": file, "sha256": sha256_of(ZOO / file),
             "accuracy": record["acc"], "card": f"cards/{name}.md", "provenance": "ported",
             "author": AUTHOR, "license": LICENSE,
             "source": SOURCE.format(checkpoint=checkpoint)
@@ -312,7 +314,7 @@ def main():
         })
         print(f"{name}: {params:,} params, sha256 {entries[-1]['sha256'][:16]}...")
     manifest = {"license": "MIT (zoo/LICENSE), Copyright (c) 2017 Okan Köpüklü", "weights": entries}
-    (HERE / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    (ZOO / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 if __name__ == "__main__":
