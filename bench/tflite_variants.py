@@ -15,6 +15,7 @@ bench/results/tflite_variants.json and .md. Needs `make data`. Usage:
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def measure_model(entry, run_dir, runs):
     paths = []
     rows = []
     for variant, (quantization, io_dtype) in VARIANTS.items():
-        path = run_dir / f"{entry.name}.{variant.replace(', ', '_').replace(' ', '_')}.tflite"
+        path = run_dir / f"{entry.name}.{re.sub('[^a-z0-9]+', '_', variant.lower())}.tflite"
         if not path.is_file():
             tflite.export(zoo.create(entry.name), path, quantization, dataset=entry.dataset,
                           io_dtype=io_dtype, model_info=entry.model_info(), verbose=False)
