@@ -6,7 +6,7 @@ ranges of install_requires and extras_require (requirements.lock is the one set 
   versions; the direct dependencies' lower bounds are what the ranges promise);
 - newest: pip's own resolution, the newest release each range admits.
 
-Each venv gets a copy of the repository (pip builds in the source folder), with ../shared and
+Each venv gets a copy of the repository, installed editable as `make` does, with ../shared and
 .venv-clients linked beside it as in a checkout. Needs the package registry (about 1.5 GB of
 downloads per venv) and `make data`. Not part of the test tiers: run it when a range changes,
 and record its output in the change's note. Usage:
@@ -78,7 +78,9 @@ def check_end(end, work, tests):
     run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
     requirements = direct_requirements()
     pins = lower_bound_pins(requirements) if end == "oldest" else []
-    if run([python, "-m", "pip", "install", "--quiet", f"{copy}[all,test]", *pins]).returncode:
+    # Editable, as `make` installs it: the tests read the checkout's files (zoo/, tflite/).
+    if run([python, "-m", "pip", "install", "--quiet", "-e", f"{copy}[all,test]",
+            *pins]).returncode:
         print(f"{end}: the install failed", flush=True)
         return 1
     names = sorted({requirement.name for requirement in requirements})
@@ -87,8 +89,6 @@ def check_end(end, work, tests):
     wanted = {name.lower().replace("_", "-") for name in names}
     print(f"{end}: " + ", ".join(line for line in listing
                                  if line.split("==")[0].lower().replace("_", "-") in wanted))
-    # From the copy's folder, so that the tests read its files; the pytest script (not
-    # `python -m`, which would put the copy's lru_keras first) imports the installed package.
     return run([root / "venv" / "bin" / "pytest", "-q", "-n", "2", "-m", "not slow",
                 "-p", "no:cacheprovider", *tests], cwd=copy).returncode
 
