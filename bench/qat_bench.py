@@ -132,7 +132,8 @@ def write_results(out, weights, rows):
               "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "results": rows}
     (out / f"qat_bench.{weights}.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"`{weights}`, full test set; agreement: share of test images on which the model "
-             f"predicts the published float model's class. {cpu_model()}, "
+             f"predicts the published float model's class. "
+             f"{', '.join(sorted({row.get('cpu', cpu_model()) for row in rows}))}, "
              f"{os.cpu_count()} cores, {result['date']}.", "",
              "| oneDNN | method | seed | fine-tune (s) | size (MB) | float after fine-tune | "
              "accuracy | agreement with float |", "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -167,6 +168,7 @@ def main():
                              args.done, lambda row: print(ROW + json.dumps(row), flush=True))
         return
     from lru_keras import atomic
+    from lru_keras.environment import cpu_model
 
     run_dir = args.run_dir or Path.home() / ".cache" / "lru_keras" / "qat_bench" / args.weights
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +176,7 @@ def main():
     rows = json.loads(kept.read_text()) if kept.is_file() else []
 
     def on_row(row):
+        row["cpu"] = cpu_model()  # a resumed run may continue on another machine
         keys = [row_key(r) for r in rows]
         if row_key(row) in keys:
             rows[keys.index(row_key(row))] = row
