@@ -34,8 +34,14 @@ FIT = dict(batch_size=16, batches=2, epochs=2, learning_rate=0.05)
 # Largest differences from TensorFlow measured (jax, torch; identical in 2 runs), bounds
 # about 10x above them:
 SCORE_TOLERANCE = 2e-5  # softmax scores: 1.8e-6, 1.6e-6 (compiled predict: 1.4e-6, 7.7e-7)
-LOSS_TOLERANCE = 5e-6  # epoch losses: 0, 0 (2.4e-7, 2.4e-7 with 4 batches an epoch)
-WEIGHT_TOLERANCE = 4e-5  # weights after the steps: 3.2e-6, 3.9e-6
+# The fit starts from random weights, different in each run; on some starts float rounding
+# grows over the 4 steps. Measured over 6 runs on both oneDNN settings (Intel Xeon, AVX-512):
+# epoch losses within 4.0e-5 of TensorFlow's (of ~2.2); weights within 2.3e-6 in 5 runs and
+# 1.0e-4 in one (jax, an array the steps moved by 2e-2 to 3e-2 in the other runs): ~0.5% of
+# how far the steps moved the array, or 1.1e-7 for arrays the steps barely move (~1e-7).
+LOSS_TOLERANCE = 4e-4
+WEIGHT_TOLERANCE = 0.05  # of the largest change TensorFlow's steps made to the array ...
+WEIGHT_FLOOR = 1e-6  # ... plus this
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,10 +58,11 @@ def compute_on_this_backend(folder):
               for name in LRUNET_WEIGHTS}
     arrays["compiled_scores"] = predict_pretrained(COMPILED, inputs[f"x/{COMPILED}"],
                                                    compiled=True)
-    losses, weights = fit_a_few_steps(folder / "fit_start.weights.h5", inputs["fit/x"],
-                                      inputs["fit/y"])
+    losses, weights, start = fit_a_few_steps(folder / "fit_start.weights.h5", inputs["fit/x"],
+                                             inputs["fit/y"])
     arrays["fit_losses"] = losses
     arrays.update({f"fit_weights/{i}": w for i, w in enumerate(weights)})
+    arrays.update({f"fit_start/{i}": w for i, w in enumerate(start)})
     np.savez(folder / f"{backend}.npz", **arrays)
     report = {"backend": backend}
     if backend != "tensorflow":
@@ -85,17 +92,18 @@ def small_lrunet():
 
 
 def fit_a_few_steps(start_weights, x, y):
-    """(loss of each epoch, weights after) of `model.fit` with plain SGD on (x, y), in order,
-    from the weights file `start_weights`."""
+    """(loss of each epoch, weights after, weights before) of `model.fit` with plain SGD on
+    (x, y), in order, from the weights file `start_weights`."""
     import keras
 
     model = small_lrunet()
     model.load_weights(start_weights)
+    start = model.get_weights()
     model.compile(optimizer=keras.optimizers.SGD(FIT["learning_rate"]),
                   loss="sparse_categorical_crossentropy")
     history = model.fit(x, y, batch_size=FIT["batch_size"], epochs=FIT["epochs"],
                         shuffle=False, verbose=0)
-    return np.array(history.history["loss"]), model.get_weights()
+    return np.array(history.history["loss"]), model.get_weights(), start
 
 
 def tflite_refusals(folder, x, y):
@@ -204,8 +212,14 @@ def test_fit_trains_as_on_tensorflow(backend, computed):
     assert np.abs(losses - reference["fit_losses"]).max() <= LOSS_TOLERANCE
     weights = sorted(key for key in arrays if key.startswith("fit_weights/"))
     assert weights == sorted(key for key in reference if key.startswith("fit_weights/"))
+    moved = 0
     for key in weights:
-        assert np.abs(arrays[key] - reference[key]).max() <= WEIGHT_TOLERANCE, key
+        change = np.abs(reference[key] - reference[key.replace("fit_weights", "fit_start")])
+        moved += change.max() > 1e-3
+        difference = np.abs(arrays[key] - reference[key]).max()
+        assert difference <= WEIGHT_TOLERANCE * change.max() + WEIGHT_FLOOR, (
+            key, difference, change.max())
+    assert moved > len(weights) / 2  # the steps trained most arrays
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
