@@ -34,8 +34,9 @@ COLUMNS = (
     ("int8 KB", "int8_size_bytes", "{:.1f}", False),
     ("float16 KB", "float16_size_bytes", "{:.1f}", False),
     ("int8 latency ms (median)", "int8_latency_ms", "{:.3f}", False),
+    ("int8 MCU RAM KB", "int8_arena_bytes", "{:.1f}", False),
 )
-KILOBYTE_COLUMNS = ("int8_size_bytes", "float16_size_bytes")
+KILOBYTE_COLUMNS = ("int8_size_bytes", "float16_size_bytes", "int8_arena_bytes")
 
 
 def compare(dataset, *, tflite_dir=None, data_dir=None, limit=None, latency_runs=100,
@@ -57,7 +58,9 @@ def compare(dataset, *, tflite_dir=None, data_dir=None, limit=None, latency_runs
     (`lru_keras.environment.describe()`), rows}; a row per model: name, builder, family
     ("layer reuse" or "baseline"), params, mflops, keras_accuracy, recorded_accuracy,
     int8_size_bytes, int8_accuracy, int8_latency_ms (median), int8_latency_min_ms,
-    float16_size_bytes. Accuracies are percentages.
+    float16_size_bytes, and with the [micro] extra int8_arena_bytes (the smallest TensorFlow
+    Lite Micro arena of the int8 file: its RAM on a microcontroller). Accuracies are
+    percentages.
     """
     from lru_keras.tflite import runtime
 
@@ -132,6 +135,7 @@ def short_name(row, dataset):
 def _measure(entry, paths, dataset, limit, data_dir):
     """The row of one model, latency aside."""
     from lru_keras import tflite
+    from lru_keras.tflite import micro
 
     model = zoo.create(entry.name)
     keras_result = evaluate.evaluate_dataset(model, dataset, "test", limit=limit,
@@ -146,6 +150,8 @@ def _measure(entry, paths, dataset, limit, data_dir):
         "int8_size_bytes": os.path.getsize(paths["int8"]),
         "int8_accuracy": int8_result["accuracy"],
         "float16_size_bytes": os.path.getsize(paths["float16"]),
+        **({"int8_arena_bytes": micro.smallest_arena(Path(paths["int8"]).read_bytes())}
+           if extras.installed("tflite_micro") else {}),
     }
 
 
@@ -158,20 +164,24 @@ def format_compare(result):
     """The rows of `compare` as a Markdown table, the best value of each column in bold,
     with a note on what was measured."""
     rows = result["rows"]
+    columns = [column for column in COLUMNS if all(column[1] in row for row in rows)]
     cells = [[short_name(row, result["dataset"])] for row in rows]
-    for _, key, spec, higher in COLUMNS:
+    for _, key, spec, higher in columns:
         shown = [spec.format(_shown_value(row, key)) for row in rows]
         best = spec.format((max if higher else min)(_shown_value(row, key) for row in rows))
         for row_cells, text in zip(cells, shown):
             row_cells.append(f"**{text}**" if text == best else text)
-    header = ["model", *(title for title, *_ in COLUMNS)]
+    header = ["model", *(title for title, *_ in columns)]
     table = analysis.format_markdown_table(header, cells, align_right=range(1, len(header)))
     latency = result["latency"]
     note = (f"{result['dataset']}, first {result['test_images']} test images. Params: "
             f"trainable, shared weights once; {analysis.MFLOPS_CONVENTION}. KB = 1000 bytes. "
             f"Latency: batch {latency['batch']}, {latency['threads']} thread, "
             f"{latency['delegate']}, median of {latency['runs']} runs interleaved over the "
-            f"models (minimum in the JSON). Best value of each column in bold.")
+            f"models (minimum in the JSON). "
+            + ("MCU RAM: the smallest TensorFlow Lite Micro arena of the int8 file. "
+               if any(key == "int8_arena_bytes" for _, key, *_ in columns) else "")
+            + "Best value of each column in bold.")
     return f"{table}\n\n{note}"
 
 

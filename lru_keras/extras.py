@@ -20,6 +20,7 @@ EXTRAS = {
     "tensorflow_datasets": ("data", "reading the TFDS datasets (training, evaluation, "
                                     "calibration images)"),
     "ai_edge_litert": ("litert", "writing, verifying and running .tflite files"),
+    "tflite_micro": ("micro", "running and measuring int8 files with TensorFlow Lite Micro"),
     "tensorflow_model_optimization": ("qat", "quantization-aware training"),
     "tf_keras": ("qat", "quantization-aware training"),
     "keras_tuner": ("tune", "hyperparameter searches"),
@@ -69,6 +70,12 @@ def require_installed(*modules: str) -> None:
         top = _optional_library(module)
         if importlib.util.find_spec(top) is None:
             raise MissingExtraError(message(top))
+
+
+def installed(module: str) -> bool:
+    """Whether the library of `module` (a top-level name of EXTRAS) is installed, for work
+    that is done only when it is (TFLM's measurements of an exported int8 file)."""
+    return importlib.util.find_spec(_optional_library(module)) is not None
 
 
 class _LazyModule(types.ModuleType):

@@ -24,7 +24,7 @@ from lru_keras.tflite.options import zoo_file_name
 
 ROW_FIELDS = {"name", "builder", "family", "params", "mflops", "keras_accuracy",
               "recorded_accuracy", "int8_size_bytes", "int8_accuracy", "int8_latency_ms",
-              "int8_latency_min_ms", "float16_size_bytes"}
+              "int8_latency_min_ms", "float16_size_bytes", "int8_arena_bytes"}
 ENVIRONMENT_FIELDS = {"tensorflow", "keras", "ai_edge_litert", "cpu", "cpus", "platform",
                       "TF_ENABLE_ONEDNN_OPTS"}
 FAST_IMAGES = 200
@@ -92,6 +92,9 @@ def test_sizes_and_latencies_are_of_the_shipped_files(fashion):
         for quantization in ("int8", "float16"):
             path = SHIPPED_TFLITE / zoo_file_name(row["name"], quantization)
             assert row[f"{quantization}_size_bytes"] == os.path.getsize(path)
+        int8_file = SHIPPED_TFLITE / zoo_file_name(row["name"], "int8")
+        spec = json.loads(int8_file.with_suffix(".json").read_text())
+        assert row["int8_arena_bytes"] == spec["micro"]["arena_bytes"]
         assert 0 < row["int8_latency_min_ms"] <= row["int8_latency_ms"] < 1000
 
 
@@ -106,7 +109,7 @@ def test_the_table_has_a_row_per_model_and_bold_bests(fashion):
     table = format_compare(result)
     lines = table.splitlines()
     assert lines[0].startswith("| model | params | MFLOPs | Keras acc. % | int8 acc. %")
-    assert lines[1] == "|---|" + "---:|" * 7
+    assert lines[1] == "|---|" + "---:|" * 8 and lines[0].endswith("| int8 MCU RAM KB |")
     for row, line in zip(result["rows"], lines[2:8]):
         assert line.startswith(f"| {short_name(row, 'fashion_mnist')} |")
     smallest = min(result["rows"], key=lambda row: row["params"])

@@ -171,6 +171,8 @@ for label, attempt in {
         "qat": lambda: importlib.import_module("lru_keras.tflite").quantize_aware(
             model, "cifar10", "never.tflite"),
         "plots": lambda: run_dir.curves_figure([{"epoch": 0, "loss": 1.0}], "title"),
+        "micro": lambda: importlib.import_module("lru_keras.tflite.micro").smallest_arena(
+            b"never read"),
 }.items():
     try:
         attempt()

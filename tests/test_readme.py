@@ -14,7 +14,7 @@ order in one interpreter, where later blocks continue with the names earlier one
 (`model`, `images`), as in a session a reader pastes them into (no block reads a file that a
 block of the other kind writes). Tracebacks name README.md and its line. All run in a
 temporary directory beside a link to ../shared (the README's commands read ../shared/data, as
-from the repository root), with a temporary HOME, the default data directory of the other
+from the repository root) and holding a link to the shipped tflite/ folder, with a temporary HOME, the default data directory of the other
 tests (where `make data` imports; TFDS_DATA_DIR set to it, since HOME moved) and the test
 interpreter's bin directory first on PATH, so that `lru-keras` and `python` are this install.
 Measured on 2 cores: the fast tier's part about 50 s, the full tier's about 3.5 minutes.
@@ -86,6 +86,8 @@ def workdir(tmp_path, shared_dir, prepared_datasets):
     work, home = tmp_path / "checkout", tmp_path / "home"
     work.mkdir()
     home.mkdir()
+    # The shipped files, as in the checkout the README's commands run in (read only).
+    (work / "tflite").symlink_to(README.parent / "tflite", target_is_directory=True)
     env = {**os.environ, "HOME": str(home), "TFDS_DATA_DIR": str(data.default_data_dir()),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "TF_CPP_MIN_LOG_LEVEL": "2"}

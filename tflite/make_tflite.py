@@ -30,6 +30,9 @@ HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "manifest.json"
 README = HERE / "README.md"
 TABLE_START, TABLE_END = "<!-- table: make_tflite.py -->", "<!-- end of table -->"
+# The top-level README's "Microcontrollers" table: the int8 files in TensorFlow Lite Micro.
+MICRO_README = HERE.parent / "README.md"
+MICRO_TABLE_START = "<!-- table: make_tflite.py, microcontrollers -->"
 QUANTIZATIONS = ("int8", "float16")
 
 
@@ -130,6 +133,7 @@ def manifest_row(entry, quantization, spec, measured):
         "size_bytes": spec["size_bytes"], "sha256": spec["sha256"],
         "keras_accuracy": entry.accuracy, **measured,
         "input": spec["input"], "output": spec["output"],
+        **({"micro": spec["micro"]} if "micro" in spec else {}),
     }
 
 
@@ -203,12 +207,32 @@ def readme_table(manifest):
     return "\n".join(lines)
 
 
+def micro_table(manifest):
+    """The top-level README's table of the int8 files in TensorFlow Lite Micro."""
+    lines = ["| file | flash (file) | RAM (smallest arena) | operators | op registrations |",
+             "|---|---:|---:|---:|---:|"]
+    for r in manifest["models"]:
+        if "micro" in r:
+            m = r["micro"]
+            lines.append(f"| `{r['file']}` | {m['flash_bytes'] / 1024:.0f} KiB | "
+                         f"{m['arena_bytes'] / 1024:.0f} KiB | {m['operators']} | "
+                         f"{len(m['resolver'])} |")
+    return "\n".join(lines)
+
+
 def write_readme_table(manifest):
-    text = README.read_text()
-    if TABLE_START in text and TABLE_END in text:
-        head, rest = text.split(TABLE_START, 1)
-        tail = rest.split(TABLE_END, 1)[1]
-        README.write_text(f"{head}{TABLE_START}\n{readme_table(manifest)}\n{TABLE_END}{tail}")
+    _replace_table(README, TABLE_START, readme_table(manifest))
+    _replace_table(MICRO_README, MICRO_TABLE_START, micro_table(manifest))
+
+
+def _replace_table(path, start, table):
+    """Replaces the text between `start` and the next TABLE_END of `path` with `table`."""
+    text = path.read_text()
+    if start in text:
+        head, rest = text.split(start, 1)
+        if TABLE_END in rest:
+            tail = rest.split(TABLE_END, 1)[1]
+            path.write_text(f"{head}{start}\n{table}\n{TABLE_END}{tail}")
 
 
 def check(entries, quantizations, data_dir=None):

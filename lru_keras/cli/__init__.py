@@ -1,6 +1,6 @@
 """`lru-keras`: the command line of the model zoo.
 
-One module per command (zoo, info, evaluate, data, train, tune, export, qat, compare), each
+One module per command (zoo, info, evaluate, data, train, tune, export, inspect, qat, compare), each
 adding its parser and handler; the arguments several commands share are in `options`. Handlers
 call library functions and print. `main(argv)` returns the exit status: 0 on success, 2 for bad
 arguments, a library error, a missing optional library (naming the pip extra that installs
@@ -15,6 +15,7 @@ from lru_keras.cli.data import add_data_commands
 from lru_keras.cli.evaluate import add_evaluate_command
 from lru_keras.cli.export import add_export_command
 from lru_keras.cli.info import add_info_command
+from lru_keras.cli.inspect import add_inspect_command
 from lru_keras.cli.interrupt import exit_on_interrupt, report_interrupt
 from lru_keras.cli.options import Parser, print_error
 from lru_keras.cli.qat import add_qat_command
@@ -68,6 +69,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (add_zoo_command, add_info_command, add_evaluate_command,
                         add_data_commands, add_train_commands, add_tune_command,
-                        add_export_command, add_qat_command, add_compare_command):
+                        add_export_command, add_inspect_command, add_qat_command,
+                        add_compare_command):
         add_command(commands)
     return parser

@@ -70,9 +70,20 @@ def tile_groups(x, groups, multiplier):
     concatenation of M views (faster than `repeat`: 27 vs 31 ms per stage-1 reuse, batch 256,
     oneDNN on, 2 cores)."""
     channels = x.shape[-1]
-    tiled = ops.reshape(x, (-1, groups, 1, channels // groups))
+    tiled = ops.reshape(x, (*_batch_and_rest(x, groups), 1, channels // groups))
     tiled = ops.concatenate([tiled] * multiplier, axis=2)
     return ops.reshape(tiled, (*_leading_shape(x), channels * multiplier))
+
+
+def _batch_and_rest(x, groups):
+    """(batch, pixels * groups) for a 4-D view that keeps the batch as its first axis. Folding
+    the pixels into the batch axis instead converts to TFLite ops whose declared shape has
+    batch 1 while they compute 256 rows: LiteRT recomputes shapes and hides it, TFLite Micro
+    trusts the declared ones and refuses the file."""
+    spatial = tuple(x.shape[1:-1])
+    if all(size is not None for size in spatial):
+        return (-1, int(np.prod(spatial)) * groups)
+    return (ops.shape(x)[0], -1)
 
 
 def _leading_shape(x):

@@ -13,6 +13,10 @@ The comparison, by quantization:
   near-constant outputs that make any rounding look large);
 - dynamic: that it runs and gives finite outputs (its float activations with int8 weights
   drift too much on noise for a useful bound, and it has no calibration images).
+
+And every op output's declared shape must be the shape LiteRT computes for
+it (`check_declared_shapes`): LiteRT recomputes shapes and would run a file with wrong ones,
+but TensorFlow Lite Micro and tools that plan memory from the file trust them.
 """
 
 import collections
@@ -20,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from lru_keras.tflite import options, runtime
+from lru_keras.tflite import flatbuffer, options, runtime
 from lru_keras.tflite.errors import ExportError
 
 # Largest |LiteRT - Keras| allowed, relative to max(1, the largest Keras output).
@@ -56,6 +60,7 @@ def verify(content, model, quantization, input_range, pixels=None):
     except (RuntimeError, ValueError) as error:
         raise ExportError(f"model {model.name!r}: LiteRT cannot run the converted file "
                           f"({quantization}): {error}") from None
+    check_declared_shapes(content, f"model {model.name!r} ({quantization})")
     expected = model.predict(options.to_input_range(pixels, input_range), verbose=0,
                              batch_size=len(pixels))
     spread = float(expected.max() - expected.min())
@@ -96,6 +101,38 @@ def verify(content, model, quantization, input_range, pixels=None):
             f"({_summary(result['undelegated_ops'])}); the graph runs in "
             f"{result['xnnpack_partitions']} XNNPACK partitions.", stacklevel=3)
     return result
+
+
+def declared_shape_mismatches(content):
+    """[(op index, op name, declared shape, computed shape)] of every op output whose shape
+    in the file differs from the one LiteRT computes at the file's own (batch 1) input shape.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_content=bytes(content),
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    computed = {d["index"]: [int(n) for n in d["shape"]]
+                for d in interpreter.get_tensor_details()}
+    model = flatbuffer.read(content)
+    graph = model.subgraphs[0]
+    return [(op.index, op.name, declared, computed[t])
+            for op in flatbuffer.operators(model) for t in op.outputs
+            if t in computed
+            and (declared := [int(n) for n in graph.tensors[t].shape]) != computed[t]]
+
+
+def check_declared_shapes(content, what):
+    """ExportError naming the first few ops whose declared output shape is wrong."""
+    wrong = declared_shape_mismatches(content)
+    if wrong:
+        examples = "; ".join(f"op {index} {name}: declared {declared}, computes {computed}"
+                             for index, name, declared, computed in wrong[:3])
+        raise ExportError(
+            f"{what}: {len(wrong)} ops of the converted file declare an output shape other "
+            f"than the one they compute ({examples}). TensorFlow Lite Micro trusts the "
+            f"declared shapes and would refuse or misread the file.")
 
 
 def _computes_in_16_bits(model):
