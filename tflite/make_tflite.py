@@ -14,6 +14,8 @@ repository root:
     python tflite/make_tflite.py --only lrunet1_1x.cifar10 --skip-accuracy
     python tflite/make_tflite.py --check         # re-export into a temporary folder and
                                                  # compare with the shipped files
+    python tflite/make_tflite.py --record-micro  # measure the shipped int8 files in TensorFlow
+                                                 # Lite Micro again (spec JSON and manifest)
 
 tests/test_tflite.py checks that the shipped files and the manifest agree, and (slow) that a
 fresh export has the same structure and the shipped files the recorded accuracy.
@@ -147,6 +149,9 @@ def main(argv=None):
                         help="TFDS data dir (default: lru_keras.data.default_data_dir())")
     parser.add_argument("--check", action="store_true",
                         help="export into a temporary folder and compare with tflite/")
+    parser.add_argument("--record-micro", action="store_true",
+                        help="measure the shipped int8 files in TensorFlow Lite Micro (as the "
+                             "export does) and record it in their spec JSON and the manifest")
     args = parser.parse_args(argv)
     from lru_keras.data import DatasetNotAvailableError
 
@@ -164,6 +169,8 @@ def run(args):
     entries = [e for e in list_weights() if not args.only or e.name in args.only]
     if args.check:
         return check(entries, args.quantization, args.data_dir)
+    if args.record_micro:
+        return record_micro(entries, args.data_dir)
     old = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {"models": []}
     rows = {(r["weights"], r["quantization"]): r for r in old["models"]}
     for entry in entries:
@@ -190,6 +197,30 @@ def run(args):
                  "(2-core x86-64 shared with other jobs: the minimum is the steadier figure).",
         "models": sorted(rows.values(), key=lambda r: (r["weights"], r["quantization"])),
     }
+    MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    write_readme_table(manifest)
+    return 0
+
+
+def record_micro(entries, data_dir=None):
+    """`micro.report` of each shipped int8 file of `entries`, on the first images the export
+    checks it on (its calibration images), into its spec JSON and manifest row."""
+    from lru_keras.tflite import calibration_data, micro
+    from lru_keras.tflite.export import MICRO_IMAGES
+
+    manifest = json.loads(MANIFEST.read_text())
+    rows = {(r["weights"], r["quantization"]): r for r in manifest["models"]}
+    for entry in entries:
+        path = HERE / file_name(entry.name, "int8")
+        pixels = calibration_data.calibration_images(
+            dataset=entry.dataset, image_shape=entry.input_shape, data_dir=data_dir)
+        report = micro.report(path.read_bytes(), pixels[:MICRO_IMAGES])
+        spec_path = path.with_suffix(".json")
+        spec = json.loads(spec_path.read_text())
+        spec_path.write_text(json.dumps({**spec, "micro": report}, indent=1, sort_keys=True)
+                             + "\n")
+        rows[(entry.name, "int8")]["micro"] = report
+        print(json.dumps({"file": path.name, **report}), flush=True)
     MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
     write_readme_table(manifest)
     return 0
