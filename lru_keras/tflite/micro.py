@@ -17,6 +17,7 @@ need more or less scratch memory).
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import re
 import tempfile
@@ -49,6 +50,9 @@ def fits(content, arena_size):
     child = os.fork()
     if child == 0:  # the child: TFLM only, then leaves without running any Python cleanup
         status = 1
+        # A crash here is an answer, not an error: no fatal-error traceback from a
+        # faulthandler inherited from the parent (pytest enables one).
+        faulthandler.disable()
         try:
             with _quiet_stderr():
                 micro.Interpreter.from_bytes(bytes(content), arena_size=arena_size)
