@@ -7,7 +7,7 @@ folder given by --reference. Output, in the repository's zoo/ folder (the regist
 setup.cfg installs as lru_keras.weights; this script is a development tool, not installed): one `<name>.weights.h5` per checkpoint,
 `manifest.json` (the registry read by lru_keras.zoo.weights: builder arguments, input contract,
 stem and classifier layer names, sha256 of input and output, recorded accuracy) and a model
-card `cards/<name>.md` each.
+card `cards/<name>.md` each. Trained entries (scripts/register_trained.py) are kept.
 
 Run from the repository root:  python scripts/convert_reference.py [--reference DIR]
 """
@@ -23,21 +23,12 @@ import numpy as np
 
 from lru_keras import zoo
 from lru_keras.checksums import sha256_of
-from lru_keras.zoo.weights import MANIFEST
+from zoo_manifest import INPUT_RANGE, REPOSITORY, ZOO, hub_header, layer_names, write_entries
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-ZOO = REPOSITORY / "zoo"
 DEFAULT_REFERENCE = REPOSITORY.parent / "shared" / "reference" / "cnn-layer-reuse"
 SOURCE = "okankop/CNN-layer-reuse (commit 1dd8d42), pretrained/{checkpoint}.t7, MIT License"
 AUTHOR = "Okan Köpüklü (okankop/CNN-layer-reuse); ported to Keras by lru_keras"
 LICENSE = "MIT"
-# The input contract every ported model has (builder defaults): raw pixels in [0, 255] (the
-# model rescales them to [0, 1], as the authors' networks take pixel / 255).
-INPUT_RANGE = (0, 255)
-# The first conv and the layer holding the class weights, by builder.
-STEM_LAYER = "stem_conv"
-CLASSIFIER_LAYER = {"LruNet": "classifier_conv"}
-DENSE_CLASSIFIER = "classifier"
 
 CIFAR = (32, 32, 3)
 FASHION = (28, 28, 1)
@@ -219,41 +210,6 @@ the paper's Table 7. Not keras.applications' {family} (see lru_keras/zoo/cifar_*
 """
 
 
-HUB_DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
-                     "fashion_mnist": "Fashion-MNIST"}
-
-
-def hub_header(name, dataset, accuracy):
-    """The Hugging Face model card header (YAML metadata: license, library, datasets, the test
-    accuracy as a model-index result), so that the weights publish on a hub as they are."""
-    return f"""---
-license: mit
-library_name: keras
-pipeline_tag: image-classification
-tags:
-- lru_keras
-- layer-reuse
-datasets:
-- {dataset}
-metrics:
-- accuracy
-model-index:
-- name: {name}
-  results:
-  - task:
-      type: image-classification
-    dataset:
-      name: {HUB_DATASET_NAMES[dataset]}
-      type: {dataset}
-      split: test
-    metrics:
-    - type: accuracy
-      value: {accuracy:.2f}
----
-
-"""
-
-
 def card(name, checkpoint, dataset, builder, arguments, classes, input_shape, record, params):
     """Model card text (Markdown, under its hub header) for one ported checkpoint."""
     intro = (_lrunet_card(name, arguments, dataset) if builder == "LruNet"
@@ -304,8 +260,7 @@ def main():
             "name": name, "builder": builder, "dataset": dataset,
             "arguments": {**arguments, "shuffle": True} if builder == "LruNet" else arguments,
             "classes": classes, "input_shape": list(input_shape),
-            "input_range": list(INPUT_RANGE), "stem_layer": STEM_LAYER,
-            "classifier_layer": CLASSIFIER_LAYER.get(builder, DENSE_CLASSIFIER),
+            "input_range": list(INPUT_RANGE), **layer_names(builder),
             "file": file, "sha256": sha256_of(ZOO / file),
             "accuracy": record["acc"], "card": f"cards/{name}.md", "provenance": "ported",
             "author": AUTHOR, "license": LICENSE,
@@ -313,8 +268,7 @@ def main():
             + f"; source sha256 {hashlib.sha256(source.read_bytes()).hexdigest()}",
         })
         print(f"{name}: {params:,} params, sha256 {entries[-1]['sha256'][:16]}...")
-    manifest = {"license": "MIT (zoo/LICENSE), Copyright (c) 2017 Okan Köpüklü", "weights": entries}
-    (ZOO / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    write_entries(entries, replace="ported")
 
 
 if __name__ == "__main__":

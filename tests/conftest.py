@@ -30,6 +30,21 @@ TEST_SETS = {
 }
 
 
+def load_script(name):
+    """A development tool of scripts/ (not a package module) imported by file path, with
+    scripts/ on sys.path for the modules it imports from there (zoo_manifest)."""
+    import importlib.util
+    import sys
+
+    scripts = str(REPO / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def randomize_weights(target, seed, kernel_noise=0.0):
     """Gives the BatchNorms of a layer or model non-trivial statistics and scales (their
     initial values are identities, which hide mistakes in how BatchNorms are applied), and

@@ -94,6 +94,10 @@ def test_installed_package_ships_weights_manifest_license_and_cards(installed):
         assert (weights / item["file"]).read_bytes() == (REPO / "zoo" / item["file"]).read_bytes()
     missing = [item["card"] for item in manifest["weights"] if not (weights / item["card"]).is_file()]
     assert not missing, f"model cards not installed: {missing}"
+    # The training curves of the trained entries (zoo/trained/<name>/, pilots included).
+    curves = sorted(p.relative_to(REPO / "zoo") for p in (REPO / "zoo" / "trained").rglob("*.*"))
+    assert curves and all(
+        (weights / p).read_bytes() == (REPO / "zoo" / p).read_bytes() for p in curves)
     assert (target / "lru_keras" / "sample_data" / "cifar10_test_sample.npz").is_file()
 
 

@@ -6,7 +6,6 @@ input/output pair of the reference network) and the shipped files in zoo/.
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
@@ -23,6 +22,8 @@ import keras
 from lru_keras import checksums, zoo
 from lru_keras.zoo import LruNet, get_weights, list_weights
 from lru_keras.zoo import weights as registry
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "zoo"
@@ -48,12 +49,12 @@ GOLDEN_ATOL = 1e-4
 
 
 def load_convert_reference():
-    """scripts/convert_reference.py (a development tool, not a package module), by file path."""
-    spec = importlib.util.spec_from_file_location(
-        "convert_reference", ZOO.parent / "scripts" / "convert_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("convert_reference")
+
+
+def ported():
+    """The registry's ported entries, in the manifest's order (trained ones follow them)."""
+    return [entry for entry in list_weights() if entry.provenance == "ported"]
 
 
 def variables(model):
@@ -116,9 +117,9 @@ def test_golden_logits_of_reference_network_reproduced(name, reference_dir, test
 
 def test_shipped_names_are_the_eighteen_ported_checkpoints():
     convert = load_convert_reference()
-    assert [e.name for e in list_weights()] == SHIPPED
+    assert [e.name for e in ported()] == SHIPPED
     assert list(convert.CHECKPOINTS) == SHIPPED
-    for entry in list_weights():
+    for entry in ported():
         checkpoint, dataset, builder, arguments, classes, input_shape = \
             convert.CHECKPOINTS[entry.name]
         assert entry.builder == builder and entry.dataset == dataset
@@ -176,7 +177,7 @@ def test_port_refuses_a_checkpoint_of_another_family(reference_state):
 # --------------------------------------------------------------------------------------------
 def test_manifest_sha256_matches_every_file():
     manifest = json.loads((ZOO / "manifest.json").read_text())
-    assert len(manifest["weights"]) == len(SHIPPED)
+    assert [item["name"] for item in manifest["weights"]] == [e.name for e in list_weights()]
     for item in manifest["weights"]:
         path = ZOO / item["file"]
         assert path.is_file(), path
@@ -187,7 +188,7 @@ def test_manifest_sha256_matches_every_file():
 def test_manifest_records_the_checkpoints_accuracy_and_source_hash(reference_dir):
     convert = load_convert_reference()
     records = json.loads((reference_dir / "checkpoints.json").read_text())
-    for entry in list_weights():
+    for entry in ported():
         checkpoint = convert.CHECKPOINTS[entry.name][0]
         assert entry.accuracy == records[checkpoint]["acc"]
         source_hash = sha256(reference_dir / f"{checkpoint}.npz")
@@ -204,7 +205,8 @@ def test_license_and_cards_ship_with_the_weights(reference_dir):
         assert card.is_file(), card
         text = card.read_text()
         assert entry.name in text and f"{entry.accuracy:.2f}%" in text
-        call = (f'weights="{entry.dataset}"' if entry.builder == "LruNet"
+        call = (f'weights="{entry.dataset}"'
+                if (entry.builder, entry.provenance) == ("LruNet", "ported")
                 else f'zoo.create("{entry.name}")')
         assert call in text and "MIT" in text
 
