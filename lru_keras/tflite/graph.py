@@ -17,6 +17,12 @@ calling it on constants read once, and chooses how a kept BatchNorm is written (
 A BatchNorm that follows a conv layer called at several places (kernel sharing between
 isomorphic layers) is kept the same way, so that the shared kernel is stored once.
 
+LRU blocks can also be written as one loop over their reuses (`loops`, see
+`LRUBlock.loop_export_call`): one WHILE op whose body subgraph holds the ops of one reuse,
+each BatchNorm's per-reuse scales and offsets read from a table at the loop counter (so the
+`affine` forms also take tensors). TensorFlow Lite Micro keeps per-op data for every op, so
+only the loop keeps its RAM arena independent of the number of reuses.
+
 For int8 the constants can be rescaled without changing the function (`equalize`): each output
 channel of a shared kernel is multiplied by one factor common to all reuses, and every reuse's
 BatchNorm scale divided by it, so that the per-tensor int8 scale of the conv output fits all
