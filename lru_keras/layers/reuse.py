@@ -470,9 +470,10 @@ class LRUBlock(Reused):
         Each BatchNorm's scales and offsets are stacked into (N, C) constant tables and the
         loop reads row i with `slice` (a gather would add an op TFLM lacks); the shuffle
         runs after every reuse and the last one is undone after the loop."""
-        tables = [[ops.convert_to_tensor(np.stack([norms[j][k] for norms in constants.norms])
-                                         .astype(np.float32)) for k in range(2)]
-                  for j in range(2)]
+        # tables[j][k]: BatchNorm j's scales (k = 0) or offsets (k = 1), one row per reuse
+        tables = [[ops.convert_to_tensor(np.stack([reuse[j][k] for reuse in constants.norms])
+                                         .astype(np.float32)) for k in (0, 1)]
+                  for j in (0, 1)]
 
         def norm(i, j, y):
             scale, offset = (_table_row(table, i) for table in tables[j])
