@@ -143,11 +143,15 @@ LOOP_BLOCKS = ["stage1", "stage2", "stage3", "stage4"]
 @pytest.fixture(scope="module")
 def small_lrunet(randomize):
     """reuse -> a small LruNet (width 0.25) with random kernels and BatchNorm statistics, one
-    per reuse count for the module (the same object each time)."""
+    per reuse count for the module (the same object each time), seeded: every run exports
+    the same files."""
+    import keras
+
     models = {}
 
     def make(reuse):
         if reuse not in models:
+            keras.utils.set_random_seed(reuse)
             models[reuse] = randomize(LruNet(reuse=reuse, width=0.25, weights=None), reuse)
         return models[reuse]
 
