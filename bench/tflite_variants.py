@@ -14,19 +14,18 @@ bench/results/tflite_variants.json and .md. Needs `make data`. Usage:
 """
 
 import argparse
-import json
 import re
-import time
 from pathlib import Path
 
-from lru_keras import atomic, environment, tflite, zoo
+from results_files import load_rows, save_rows, write_results
+
+from lru_keras import tflite, zoo
 from lru_keras.tflite.runtime import latencies
 
 VARIANTS = {  # name: (quantization, io_dtype)
     "float32": ("float32", None), "float16": ("float16", None),
     "int8": ("int8", "int8"), "int8, uint8 I/O": ("int8", "uint8"),
 }
-RESULTS = Path(__file__).parent / "results"
 
 
 def measure_model(entry, run_dir, runs):
@@ -70,29 +69,19 @@ def main():
     args = parser.parse_args()
     entries = [zoo.get_weights(name) for name in args.weights] if args.weights \
         else zoo.list_weights()
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    done_file = args.run_dir / "rows.json"
-    done = json.loads(done_file.read_text()) if done_file.is_file() else {}
+    done = load_rows(args.run_dir)
     for entry in entries:
         if entry.name not in done:
             done[entry.name] = measure_model(entry, args.run_dir, args.runs)
-            atomic.write_text(done_file, json.dumps(done, indent=1) + "\n")
+            save_rows(args.run_dir, done)
         print(markdown(done[entry.name]), flush=True)
     rows = [row for entry in entries for row in done[entry.name]]
-    report = {
-        "machine": environment.describe(), "date": time.strftime("%Y-%m-%d"),
-        "method": "lru_keras.tflite.export defaults (int8: 300 calibration images); accuracy: "
-                  "full test set, LiteRT interpreter, XNNPACK; latency: batch 1, one thread, "
-                  f"XNNPACK, the model's four files interleaved, {args.runs} rounds after 20 "
-                  "warm-up rounds",
-        "results": rows,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    atomic.write_text(RESULTS / "tflite_variants.json", json.dumps(report, indent=1) + "\n")
-    machine = report["machine"]
-    atomic.write_text(RESULTS / "tflite_variants.md",
-                      f"{machine['cpu']}, {machine['cpus']} cores, {report['date']}; "
-                      f"{report['method']}.\n\n" + markdown(rows))
+    write_results(
+        "tflite_variants",
+        "lru_keras.tflite.export defaults (int8: 300 calibration images); accuracy: full test "
+        "set, LiteRT interpreter, XNNPACK; latency: batch 1, one thread, XNNPACK, the model's "
+        f"four files interleaved, {args.runs} rounds after 20 warm-up rounds",
+        rows, markdown(rows))
 
 
 if __name__ == "__main__":

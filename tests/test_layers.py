@@ -19,6 +19,11 @@ from lru_keras.layers import (
     PixelPreprocessing,
     Reused,
 )
+from lru_keras.layers.channel_order import (
+    shuffle_channels,
+    shuffle_permutation,
+    unshuffle_channels,
+)
 from lru_keras.layers.grouped_pointwise import grouped_pointwise_einsum
 from lru_keras.layers.reuse import MAX_REUSES
 
@@ -169,6 +174,21 @@ def test_channel_shuffle_is_a_permutation_without_fixed_end_channels():
         out = np.asarray(ChannelShuffle()(x))[0, 0, 0]
         assert sorted(out.tolist()) == list(range(channels))
         assert out[0] != 0 and out[-1] != channels - 1
+
+
+@pytest.mark.parametrize("groups, swap_halves, channels",
+                         [(2, True, 16), (2, False, 16), (4, True, 32), (4, False, 12),
+                          (3, False, 12), (2, True, 2)])
+def test_unshuffle_channels_inverts_the_shuffle(groups, swap_halves, channels,
+                                                cifar10_images):
+    x = real_activations(cifar10_images[0][:2], channels, 5)
+    shuffled = shuffle_channels(x, groups, swap_halves)
+    np.testing.assert_array_equal(np.asarray(unshuffle_channels(shuffled, groups, swap_halves)),
+                                  x)
+    # and it is the inverse permutation, not just any map that undoes this one input
+    inverse = np.argsort(shuffle_permutation(channels, groups, swap_halves))
+    np.testing.assert_array_equal(np.asarray(unshuffle_channels(x, groups, swap_halves)),
+                                  x[..., inverse])
 
 
 def test_channel_shuffle_rejects_indivisible_channels():

@@ -8,18 +8,25 @@
   outputs bit-identical to LiteRT's reference kernels on 50 real test images;
 - the spec's op registrations are the file's ops, named as TFLM's MicroMutableOpResolver
   names its methods;
-- `lru-keras inspect` reports the figures, and says why TFLM refuses a file.
+- `lru-keras inspect` reports the figures, and says why TFLM refuses a file;
+- with `reuse_loops`, each LRU block is one WHILE loop over its reuses: its convs are ops of
+  the loop body once, the float32 file computes what Keras computes, and the int8 file runs
+  in TFLM in an arena that does not grow with the reuses (the unrolled file's does).
 """
 
+import collections
+import contextlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lru_keras import cli, data, tflite
-from lru_keras.tflite import flatbuffer, micro, verify
+from lru_keras.tflite import flatbuffer, graph, micro, verify
 from lru_keras.tflite.errors import ExportError
+from lru_keras.zoo import LruNet
 
 SHIPPED = Path(__file__).resolve().parents[1] / "tflite"
 IMAGES = 50
@@ -125,3 +132,164 @@ def test_cli_inspect_prints_the_microcontroller_figures(capsys):
     out = capsys.readouterr().out
     assert (f"arena (RAM) {recorded['arena_bytes'] / 1024:.1f} KiB" in out
             and f"MicroMutableOpResolver<{len(recorded['resolver'])}>" in out)
+
+
+# ------------------------------------------------------------------------------------------
+# LRU blocks as loops (reuse_loops)
+# ------------------------------------------------------------------------------------------
+LOOP_BLOCKS = ["stage1", "stage2", "stage3", "stage4"]
+
+
+@pytest.fixture(scope="module")
+def small_lrunet(randomize):
+    """reuse -> a small LruNet (width 0.25) with random kernels and BatchNorm statistics, one
+    per reuse count for the module (the same object each time), seeded: every run exports
+    the same files."""
+    import keras
+
+    models = {}
+
+    def make(reuse):
+        if reuse not in models:
+            keras.utils.set_random_seed(reuse)
+            models[reuse] = randomize(LruNet(reuse=reuse, width=0.25, weights=None), reuse)
+        return models[reuse]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def small_exports(small_lrunet, tmp_path_factory):
+    """(reuse, quantization, loops) -> spec and bytes of the small LruNet's export, once per
+    module; int8 is calibrated on the bundled sample's images."""
+    folder = tmp_path_factory.mktemp("loop_exports")
+    done = {}
+
+    def export(reuse, quantization, loops):
+        key = (reuse, quantization, loops)
+        if key not in done:
+            path = folder / f"r{reuse}_{quantization}_{'loops' if loops else 'unrolled'}.tflite"
+            # XNNPACK does not take WHILE: a loop file runs in one partition per loop on
+            # phones, which the export says (loops are for microcontrollers).
+            with (pytest.warns(UserWarning, match=r"XNNPACK leaves .*4 x WHILE") if loops
+                  else contextlib.nullcontext()):
+                spec = tflite.export(small_lrunet(reuse), path, quantization,
+                                     data.load_sample()[0] if quantization == "int8" else None,
+                                     reuse_loops=loops, verbose=False)
+            done[key] = spec, path.read_bytes()
+        return done[key]
+
+    return export
+
+
+def _ops_by_subgraph(content):
+    model = flatbuffer.read(content)
+    return [collections.Counter(op.name for op in flatbuffer.operators(model, s))
+            for s in range(len(model.subgraphs))]
+
+
+def test_with_loops_each_lru_blocks_convs_are_ops_of_its_loop_body_once(small_exports):
+    spec, content = small_exports(3, "int8", True)
+    _, six = small_exports(6, "int8", True)
+    assert spec["reuse_loops"] == LOOP_BLOCKS and spec["share_weights"]
+    model = flatbuffer.read(content)
+    bodies = [op.builtinOptions.bodySubgraphIndex
+              for op_info, op in zip(flatbuffer.operators(model), model.subgraphs[0].operators)
+              if op_info.name == "WHILE"]
+    assert len(bodies) == len(LOOP_BLOCKS)
+    counts = _ops_by_subgraph(content)
+    for body in bodies:  # one depthwise and one grouped 1x1 conv, each on its kernel
+        assert counts[body]["DEPTHWISE_CONV_2D"] == 1 and counts[body]["CONV_2D"] == 1
+        rows = [row for row in flatbuffer.conv_weights(model) if row[0] == body]
+        assert len(rows) == 2 and len({row[3] for row in rows}) == 2
+    assert counts[0]["DEPTHWISE_CONV_2D"] == 0  # none left unrolled in the main graph
+    # the ops do not depend on the reuses; the unrolled file has them once per reuse
+    assert _ops_by_subgraph(six) == counts
+    unrolled = _ops_by_subgraph(small_exports(3, "int8", False)[1])
+    assert len(unrolled) == 1 and unrolled[0]["DEPTHWISE_CONV_2D"] == 3 * len(LOOP_BLOCKS)
+
+
+def test_float32_loop_export_computes_what_keras_computes(small_lrunet, small_exports):
+    spec, content = small_exports(3, "float32", True)
+    images = data.load_sample()[0][:IMAGES].astype(np.float32)
+    expected = small_lrunet(3).predict(images, verbose=0, batch_size=len(images))
+    got = tflite.TFLiteClassifier(content, batch_size=len(images)).predict(images)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert np.ptp(expected, axis=0).max() > 1e-2  # not a constant: the outputs carry images
+    assert "WHILE" in spec["ops"] and spec["reuse_loops"] == LOOP_BLOCKS
+
+
+def test_int8_loop_export_runs_in_tflm_in_an_arena_independent_of_the_reuses(small_exports):
+    arenas = {}
+    for reuse in (3, 6):
+        for loops in (True, False):
+            spec, content = small_exports(reuse, "int8", loops)
+            # the export ran it in TFLM: outputs bit-identical to LiteRT's reference kernels
+            assert "error" not in spec["micro"] and spec["micro"]["verified_images"] > 0
+            model = flatbuffer.read(content)
+            assert flatbuffer.float_activations(model, flatbuffer.loop_state(model)) == []
+            if loops:
+                assert "AddWhile" in spec["micro"]["resolver"]
+                assert flatbuffer.float_activations(model)  # the loop state stays float32
+            arenas[reuse, loops] = spec["micro"]["arena_bytes"]
+    assert arenas[3, True] == arenas[6, True]
+    assert arenas[3, False] < arenas[6, False]
+    assert arenas[6, True] < arenas[6, False]
+    # the recorded arena is what TFLM needs, and the file computes there as LiteRT does
+    _, content = small_exports(6, "int8", True)
+    inputs = tflite.TFLiteClassifier(content, xnnpack=False).quantize_input(
+        data.load_sample()[0][:IMAGES].astype(np.float32))
+    got = micro.outputs(content, inputs, arena_size=arenas[6, True])
+    np.testing.assert_array_equal(got, micro.reference_outputs(content, inputs))
+    assert not micro.fits(content, arenas[6, True] - micro.ARENA_STEP)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("stage1", r"reuse_loops='stage1'; expected False, True, or a non-empty list of LRU block "
+               r"names of model .*: \['stage1', 'stage2', 'stage3', 'stage4'\]"),
+    ([], r"reuse_loops=\[\]; expected False, True, or a non-empty list"),
+    (["stage1", "stage9"], r"reuse_loops: \['stage9'\] are not LRU blocks of model .*; its LRU "
+                           r"blocks are \['stage1', 'stage2', 'stage3', 'stage4'\]"),
+    (2, r"reuse_loops=2; expected False, True"),
+])
+def test_bad_reuse_loops_is_refused_before_any_work(value, message, small_lrunet, tmp_path,
+                                                      monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before reuse_loops was checked")
+
+    monkeypatch.setattr(graph, "export_model", no_work)
+    monkeypatch.setattr(tflite.calibration_data, "calibration_images", no_work)
+    with pytest.raises(ValueError, match=message):
+        tflite.export(small_lrunet(3), tmp_path / "m.tflite", "int8", reuse_loops=value)
+    with pytest.raises(ValueError, match=r"reuse_loops=True needs share_weights=True"):
+        tflite.export(small_lrunet(3), tmp_path / "m.tflite", reuse_loops=True,
+                      share_weights=False)
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    plain = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    with pytest.raises(ValueError, match=r"reuse_loops=True: model .* has no LRU blocks"):
+        tflite.export(plain, tmp_path / "m.tflite", input_range=(0, 1), labels=["a", "b"],
+                      reuse_loops=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_loop_blocks_lists_the_lru_blocks_in_order(small_lrunet):
+    assert graph.loop_blocks(small_lrunet(3)) == LOOP_BLOCKS
+    assert graph.resolve_loops(small_lrunet(3), ["stage4", "stage2"]) == ["stage2", "stage4"]
+    assert graph.resolve_loops(small_lrunet(3), False) == []
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--reuse-loops", "stage9"], r"lru-keras: error: --reuse-loops: \['stage9'\] are not "
+                                  r"LRU blocks of model .*; its LRU blocks are \['stage1'"),
+    (["--reuse-loops", "--folded"], r"lru-keras: error: --reuse-loops goes without --folded"),
+])
+def test_cli_reuse_loops_errors_are_one_line(arguments, message, tmp_path, capsys,
+                                            monkeypatch):
+    monkeypatch.setattr(tflite, "export", lambda *a, **k: pytest.fail("export was called"))
+    status = cli.main(["export", "--weights", "lrunet1_1x.cifar10", "-o",
+                       str(tmp_path / "m.tflite"), *arguments])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err

@@ -37,6 +37,11 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
     exporter.add_argument("--folded", action="store_true",
                           help="plain conversion: fold each reuse's BatchNorm into its own "
                                "kernel copy (bigger file; for comparison)")
+    exporter.add_argument("--reuse-loops", nargs="*", metavar="BLOCK",
+                          help="write these LRU blocks (all without names; LruNet's are "
+                               "stage1..stage4) as one loop over their reuses instead of N "
+                               "copies: a TensorFlow Lite Micro RAM arena that does not grow "
+                               "with the reuses, at some int8 accuracy")
     exporter.add_argument("--dataset", choices=sorted(data.DATASETS),
                           help="the model's dataset (labels, int8 calibration images); "
                                "default: from --weights, or the dataset that fits the model")
@@ -59,6 +64,7 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
 def run_export(args: argparse.Namespace) -> int:
     """Handles `export`: builds or loads the model, exports it, prints what was written."""
     from lru_keras import evaluate, tflite, zoo
+    from lru_keras.tflite.graph import resolve_loops
     from lru_keras.tflite.options import check_writable
 
     require_model(args)
@@ -68,12 +74,18 @@ def run_export(args: argparse.Namespace) -> int:
         args.parser.error("--calibration-npz goes with --quantization int8")
     if args.calibration_size and args.quantization != "int8":
         args.parser.error("--calibration-size goes with --quantization int8")
+    if args.reuse_loops is not None and args.folded:
+        args.parser.error("--reuse-loops goes without --folded (a loop reads one kernel at "
+                          "every reuse; --folded makes a kernel copy per reuse)")
     check_writable(Path(args.output))  # before the model is read or built
     if args.model:
         dataset, model = args.dataset, evaluate.load_model_file(args.model)
     else:
         dataset = weights_dataset(args)
         model = model_from_args(args, dataset=None if args.weights else dataset)
+    reuse_loops = False
+    if args.reuse_loops is not None:  # before the calibration images are read
+        reuse_loops = resolve_loops(model, args.reuse_loops or True, "--reuse-loops")
     representative = None
     if args.calibration_npz:
         representative = _calibration_images(args.calibration_npz, model.inputs[0].shape[1:])
@@ -81,7 +93,8 @@ def run_export(args: argparse.Namespace) -> int:
         model, args.output, args.quantization, representative, share_weights=not args.folded,
         dataset=dataset, calibration_size=args.calibration_size, data_dir=args.data_dir,
         input_range=args.input_range, io_dtype=args.io_dtype,
-        model_info=zoo.get_weights(args.weights).model_info() if args.weights else None)
+        model_info=zoo.get_weights(args.weights).model_info() if args.weights else None,
+        reuse_loops=reuse_loops)
     if args.json:
         print(json.dumps(spec, indent=1, sort_keys=True))
         return 0
@@ -89,6 +102,8 @@ def run_export(args: argparse.Namespace) -> int:
     inp = spec["input"]
     line = f"{args.output}: {spec['size_bytes'] / 1e6:.3f} MB, {spec['quantization']}, " + (
         "kernels shared" if spec["share_weights"] else "kernels folded per reuse")
+    if spec.get("reuse_loops"):
+        line += f", loops: {', '.join(spec['reuse_loops'])}"
     print(line)
     quant = (f", scale {inp['scale']:g}, zero point {inp['zero_point']}"
              if "scale" in inp else "")

@@ -1,6 +1,7 @@
 """Channel order: every index map and channel move of the shuffle and of group tiling.
 
-The paper's shuffle (`shuffle_permutation`, `shuffle_channels`): ShuffleNet's 2-group shuffle
+The paper's shuffle (`shuffle_permutation`, `shuffle_channels`, its inverse
+`unshuffle_channels`): ShuffleNet's 2-group shuffle
 with the two channel halves swapped first, because the plain shuffle keeps the first and the
 last channel in place, so those channels would meet the same filters at every reuse.
 
@@ -54,14 +55,32 @@ def shuffle_channels(x, groups=2, swap_halves=True):
     leading = _leading_shape(x)
     y = ops.reshape(x, (*leading, groups, channels // groups))
     if swap_halves and groups == 2:
-        first, second = ops.split(y, 2, axis=-2)
-        y = ops.concatenate([second, first], axis=-2)
+        y = _swap_rows(y)
     elif swap_halves:
-        halves = ops.reshape(x, (*leading, 2, channels // 2))
-        first, second = ops.split(halves, 2, axis=-2)
-        y = ops.reshape(ops.concatenate([second, first], axis=-2),
-                        (*leading, groups, channels // groups))
+        halves = _swap_rows(ops.reshape(x, (*leading, 2, channels // 2)))
+        y = ops.reshape(halves, (*leading, groups, channels // groups))
     return ops.reshape(ops.swapaxes(y, -1, -2), (*leading, channels))
+
+
+def unshuffle_channels(x, groups=2, swap_halves=True):
+    """The inverse of `shuffle_channels`: `x[..., argsort(shuffle_permutation(C, groups,
+    swap_halves))]` without a gather (the view (C/g, g) transposed back to (g, C/g), then
+    the halves swapped back). A loop that shuffles after every reuse undoes the last shuffle
+    with it."""
+    channels = x.shape[-1]
+    leading = _leading_shape(x)
+    y = ops.swapaxes(ops.reshape(x, (*leading, channels // groups, groups)), -1, -2)
+    if swap_halves and groups == 2:
+        y = _swap_rows(y)
+    elif swap_halves:
+        y = _swap_rows(ops.reshape(y, (*leading, 2, channels // 2)))
+    return ops.reshape(y, (*leading, channels))
+
+
+def _swap_rows(y):
+    """(..., 2, n) -> the two rows of the second-to-last axis swapped: the channel halves."""
+    first, second = ops.split(y, 2, axis=-2)
+    return ops.concatenate([second, first], axis=-2)
 
 
 def tile_groups(x, groups, multiplier):

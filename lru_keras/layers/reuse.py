@@ -5,8 +5,10 @@ weights are shared by every call, while each call gets its own BatchNorm because
 feature distribution differs from one reuse to the next (paper Sec. 2.2). The trainable
 parameter count therefore grows with N only by the BatchNorms' gamma and beta.
 
-The recurrence of a reuse block is written once (`reuse_chain`); each formulation (the
-literal `Reused.call`, `LRUBlock`'s fast path on a physical channel layout, the export form,
+One reuse is written once (`reuse_step`), and the recurrence twice over it: unrolled
+(`reuse_chain`) and as one loop over the reuse counter (`reuse_loop`, for the export form
+that TensorFlow Lite Micro runs in a RAM arena independent of N). Each formulation (the
+literal `Reused.call`, `LRUBlock`'s fast path on a physical channel layout, the export forms,
 the quantization-aware copy in `lru_keras.tflite`) only says how it computes one layer, one
 BatchNorm, the merge with the residual and the move between reuses.
 """
@@ -26,6 +28,7 @@ from lru_keras.layers.channel_order import (
     plan_shuffles,
     shuffle_channels,
     tile_groups,
+    unshuffle_channels,
 )
 from lru_keras.layers.channel_shuffle import ChannelShuffle
 from lru_keras.layers.export_form import ExportConstants, export_forward
@@ -45,21 +48,41 @@ BN_EPSILON = 1e-5
 MAX_REUSES = 64
 
 
-def reuse_chain(x, times, depth, layer, norm, merge, move):
-    """The recurrence of a reuse block, shared by all its formulations.
+def reuse_step(i, x, depth, layer, norm, merge):
+    """One reuse, the body of every formulation: `y = norm(i, j, layer(i, j, y))` for the
+    block's layers j = 0..depth-1, starting from y = x, then `merge(i, y, x)` (residual and
+    activation). `i` is the reuse's index: a Python int, or an int32 scalar tensor inside
+    `reuse_loop`."""
+    y = x
+    for j in range(depth):
+        y = norm(i, j, layer(i, j, y))
+    return merge(i, y, x)
 
-    Reuse i computes `y = norm(i, j, layer(i, j, y))` for the block's layers j = 0..depth-1,
-    starting from y = x, then `x = merge(i, y, x)` (residual and activation); `move(i, x)`
-    (the shuffle) runs between reuses, not after the last.
-    """
+
+def reuse_chain(x, times, depth, layer, norm, merge, move):
+    """The recurrence of a reuse block, unrolled: `reuse_step` for i = 0..times-1, with
+    `move(i, x)` (the shuffle) between reuses, not after the last."""
     for i in range(times):
-        y = x
-        for j in range(depth):
-            y = norm(i, j, layer(i, j, y))
-        x = merge(i, y, x)
+        x = reuse_step(i, x, depth, layer, norm, merge)
         if i < times - 1:
             x = move(i, x)
     return x
+
+
+def reuse_loop(x, times, depth, layer, norm, merge, move, unmove):
+    """`reuse_chain` as ONE loop (`keras.ops.while_loop`) over the reuse counter, so that a
+    graph holds the ops of one reuse whatever `times` is. The callbacks receive `i` as an
+    int32 scalar tensor and must read per-reuse values with it. The loop body cannot leave
+    out the move after the last reuse (a loop has one body), so it moves after every reuse
+    and `unmove` (the inverse of `move`) undoes the last move after the loop; the result is
+    `reuse_chain`'s."""
+
+    def body(i, x):
+        return i + 1, move(i, reuse_step(i, x, depth, layer, norm, merge))
+
+    counter = ops.convert_to_tensor(0, "int32")
+    _, x = ops.while_loop(lambda i, x: i < times, body, (counter, x))
+    return unmove(x)
 
 
 def norm_constants(norm):
@@ -327,7 +350,7 @@ class LRUBlock(Reused):
                 return shuffle_channels(x, 2, swap_halves=False)
             return ops.take(x, index, axis=-1)
 
-        x = reuse_chain(x, self.times, 2, layer, norm, lambda i, z, x: ops.relu(z + x), move)
+        x = reuse_chain(x, self.times, 2, layer, norm, residual_relu, move)
         if self.final_gather is not None:
             x = ops.take(x, self.final_gather, axis=-1)
         return x
@@ -433,24 +456,62 @@ class LRUBlock(Reused):
         `affine`, the 1x1 conv's on the (2, C/2) view that the shuffle reshapes to anyway;
         the shuffle is reshape/split/concat/transpose. The residual add stays 4-D: in int8 a
         5-D ADD with a fused ReLU is left in float by the quantizer."""
+
+        def norm(i, j, y):
+            return affine(y, *constants.norms[i][j], self._norm_view(j))
+
+        return reuse_chain(x, self.times, 2, self._export_layer(constants), norm,
+                           residual_relu, self._export_move)
+
+    def loop_export_call(self, x, constants, affine):
+        """`export_call` as ONE loop over the N reuses (`reuse_loop`): the converter writes a
+        WHILE op whose body holds one reuse's ops, so a TensorFlow Lite Micro arena holds
+        one set of per-op data (each int8 conv's per-channel requantization) whatever N is.
+        Each BatchNorm's scales and offsets are stacked into (N, C) constant tables and the
+        loop reads row i with `slice` (a gather would add an op TFLM lacks); the shuffle
+        runs after every reuse and the last one is undone after the loop."""
+        # tables[j][k]: BatchNorm j's scales (k = 0) or offsets (k = 1), one row per reuse
+        tables = [[ops.convert_to_tensor(np.stack([reuse[j][k] for reuse in constants.norms])
+                                         .astype(np.float32)) for k in (0, 1)]
+                  for j in (0, 1)]
+
+        def norm(i, j, y):
+            scale, offset = (_table_row(table, i) for table in tables[j])
+            return affine(y, scale, offset, self._norm_view(j))
+
+        def unmove(x):
+            if self.shuffle is None:
+                return x
+            return unshuffle_channels(x, self.shuffle.groups, self.shuffle.swap_halves)
+
+        return reuse_loop(x, self.times, 2, self._export_layer(constants), norm, residual_relu,
+                          self._export_move, unmove)
+
+    def _export_layer(self, constants):
+        """`layer(i, j, y)` of the export forms: the depthwise conv (j = 0) on the tiled
+        input and the grouped 1x1 conv (j = 1), each reading its kernel as one constant."""
         dw = ops.convert_to_tensor(constants.kernels["depthwise"])
         pw = ops.convert_to_tensor(constants.kernels["pointwise"])
-        halves = (2, self.filters // 2) if self.filters % 2 == 0 else None
 
         def layer(i, j, y):
             if j == 0:
                 return ops.depthwise_conv(self._tile(y), dw, 1, padding="same")
             return grouped_pointwise_conv(y, pw, self.groups, needs_gradient=False)
 
-        def norm(i, j, y):
-            return affine(y, *constants.norms[i][j], None if j == 0 else halves)
+        return layer
 
-        def move(i, x):
-            if self.shuffle is None:
-                return x
-            return shuffle_channels(x, self.shuffle.groups, self.shuffle.swap_halves)
+    def _norm_view(self, j):
+        """The 5-D view of BatchNorm j's kept multiply-add in the export forms: None
+        (the default) after the depthwise conv, the shuffle's (2, C/2) after the 1x1 conv."""
+        if j == 0 or self.filters % 2:
+            return None
+        return (2, self.filters // 2)
 
-        return reuse_chain(x, self.times, 2, layer, norm, lambda i, z, x: ops.relu(z + x), move)
+    def _export_move(self, i, x):
+        """The move between reuses in the export forms: the paper's shuffle, gather-free."""
+        if self.shuffle is None:
+            return x
+        return shuffle_channels(x, self.shuffle.groups, self.shuffle.swap_halves)
 
     def get_config(self):
         # The block's own arguments; the sublayers are rebuilt from them.
@@ -467,6 +528,19 @@ class LRUBlock(Reused):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def residual_relu(i, y, x):
+    """The merge of an LRU block's reuse, in every formulation: ReLU(y + x)."""
+    del i  # the same at every reuse
+    return ops.relu(y + x)
+
+
+def _table_row(table, i):
+    """Row `i` (an int32 scalar tensor) of a (reuses, C) table, as a (C,) tensor, with a
+    slice (TFLite SLICE), not a gather."""
+    channels = table.shape[1]
+    return ops.reshape(ops.slice(table, ops.stack([i, 0]), (1, channels)), (channels,))
 
 
 def set_affine(norm, scale, offset):

@@ -3,7 +3,8 @@
 - `export(model, path, quantization="float32"|"float16"|"dynamic"|"int8", ...)`: writes the
   .tflite (builtin ops only, each shared kernel stored once unless `share_weights=False`),
   `<stem>.labels.txt` and `<stem>.json` (input spec: shape, dtype, int8 scale and zero point,
-  pixel range).
+  pixel range); `reuse_loops=True` writes each LRU block as one loop over its reuses (a
+  TensorFlow Lite Micro arena that does not grow with N).
 - `evaluate(path, dataset, split="test")`: top-1 accuracy with LiteRT's interpreter.
 - `TFLiteClassifier(path)`: `predict(images)` on pixels in [0, 255].
 - `inspect(path)`: op counts, sharing of conv weights, where the bytes go, XNNPACK partitions,
@@ -55,7 +56,7 @@ def inspect(path_or_bytes):
     classifier = TFLiteClassifier(content)
     classifier.predict_raw(np.zeros((1, *classifier.input_shape), classifier.input_dtype))
     full_integer = classifier.input_dtype != np.float32 and not flatbuffer.float_activations(
-        model)
+        model, flatbuffer.loop_state(model))
     micro_report = None
     if full_integer and extras.installed("tflite_micro"):
         pixels = np.random.default_rng(0).uniform(0, 255, (4, *classifier.input_shape))

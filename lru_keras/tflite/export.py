@@ -48,7 +48,7 @@ MICRO_IMAGES = 10
 def export(model, path, quantization="float32", representative_data=None, *,
            share_weights=True, dataset=None, labels=None, calibration_size=None,
            equalize=None, ranges="mse", input_range=None, strip_names=True, data_dir=None,
-           extra_spec=None, io_dtype=None, model_info=None, verbose=None):
+           extra_spec=None, io_dtype=None, model_info=None, reuse_loops=False, verbose=None):
     """Converts a Keras classifier to a .tflite file; returns a dict describing it.
 
     Args:
@@ -85,6 +85,18 @@ def export(model, path, quantization="float32", representative_data=None, *,
             of "name", "description", "version", "author", "license" (a registered model's:
             `zoo.get_weights(name).model_info()`). Default: the model's name, what it
             classifies, and this package's version.
+        reuse_loops: LRU blocks written as ONE loop over their N reuses (a WHILE op whose
+            body holds one reuse; `LRUBlock.loop_export_call`) instead of N copies of their
+            ops: False (none, the default), True (every LRU block) or a list of block names
+            (`graph.loop_blocks(model)`). For TensorFlow Lite Micro: its arena holds per-op
+            data (an int8 conv's per-channel requantization) for every op, so the unrolled
+            form's RAM grows with N and the loop's does not (14-LruNet-1x int8: 565 KiB
+            unrolled, 260 KiB with every block a loop, 209 KiB with stages 2-4). The cost:
+            in int8 every reuse shares one activation range per tensor and one int8 table of
+            BatchNorm scales (the converter does not quantize WHILE, so the loop-carried
+            tensors stay float32, converted at the loop's ends), and MSE ranges refine only
+            tensors outside loops, which costs int8 accuracy (bench/micro_loops.py measures
+            it); XNNPACK does not take WHILE. Needs share_weights.
         verbose: progress lines on stderr (what is being done, at least every 10 s); default:
             for int8 (calibration and conversion take a minute or more), not for the others
             (seconds).
@@ -97,7 +109,8 @@ def export(model, path, quantization="float32", representative_data=None, *,
         the [micro] extra is installed, also "micro": the file's flash and smallest RAM arena
         in TensorFlow Lite Micro and the ops to register (`micro.report`), after checking
         that TFLM gives LiteRT's reference outputs (an ExportError if not; {"error": ...}
-        and a warning if TFLM cannot load the file, e.g. for lack of a kernel).
+        and a warning if TFLM cannot load the file, e.g. for lack of a kernel). With
+        `reuse_loops`, "reuse_loops": the names of the blocks written as loops.
     """
     options.require_tensorflow_backend("the TFLite export")
     if quantization not in convert.QUANTIZATIONS:
@@ -122,6 +135,10 @@ def export(model, path, quantization="float32", representative_data=None, *,
         raise UnsupportedModelError(
             f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
             f"outputs; export supports one image input and one output.")
+    loops = graph.resolve_loops(model, reuse_loops, "reuse_loops")
+    if loops and not share_weights:
+        raise ValueError(f"reuse_loops={reuse_loops!r} needs share_weights=True: a loop reads "
+                         f"one kernel at every reuse, the folded form a copy per reuse.")
     image_shape = tuple(model.inputs[0].shape[1:])
     outputs = model.outputs[0].shape[-1]
     dataset = options.resolve_dataset(dataset, image_shape, outputs)
@@ -148,7 +165,7 @@ def export(model, path, quantization="float32", representative_data=None, *,
         export_graph = graph.export_model(
             model, share_weights=share_weights, form=form,
             equalize=equalization.equalization_factors if equalize else None,
-            silence_dead=quantization in ("int8", "dynamic"))
+            silence_dead=quantization in ("int8", "dynamic"), loops=loops or False)
         ticker.say(f"converting ({quantization}" + (
             f", calibrating on {len(images)} images)" if images is not None else ")"))
         content = convert.convert(export_graph, quantization, images, ranges=ranges,
@@ -176,6 +193,8 @@ def export(model, path, quantization="float32", representative_data=None, *,
                 "source": "representative_data" if representative_data is not None
                 else f"{dataset}/train, evenly spaced",
                 "equalized": equalize, "ranges": ranges}
+        if loops:
+            spec["reuse_loops"] = loops
         spec.update(extra_spec or {})
         flatbuffer.set_metadata(tflite, flatbuffer.METADATA_PREFIX + "spec",
                                 json.dumps(spec, sort_keys=True).encode())
@@ -203,9 +222,11 @@ def export(model, path, quantization="float32", representative_data=None, *,
 # ------------------------------------------------------------------------------------------
 def check_ops(tflite, name, full_integer):
     """ExportError if the file holds Flex (Select TF) or custom ops, which a plain LiteRT
-    runtime cannot run, or, for a full-integer file, any float activation."""
+    runtime cannot run, or, for a full-integer file, any float activation other than the
+    state of a loop (`flatbuffer.loop_state`: the converter leaves WHILE in float)."""
     bad = flatbuffer.non_builtin_ops(tflite)
-    left = flatbuffer.float_activations(tflite) if full_integer else []
+    left = (flatbuffer.float_activations(tflite, flatbuffer.loop_state(tflite))
+            if full_integer else [])
     if bad:
         raise ExportError(
             f"model {name!r}: the converted file contains non-builtin ops {bad}, which a plain "
@@ -217,15 +238,16 @@ def check_ops(tflite, name, full_integer):
 
 
 def sharing_report(tflite, export_graph=None):
-    """How the conv weights of the file are shared.
+    """How the conv weights of the file are shared, over all its subgraphs.
 
     Returns {"weights": [{shape, reads}], "reads_by_shape": {...}, "all_shared": bool,
     "problems": [...]}: for each reuse block of `export_graph` with N reuses, each of its
-    kernels must be ONE tensor read by N conv ops (shapes in TFLite layout).
+    kernels must be ONE tensor read by N conv ops (shapes in TFLite layout); a block exported
+    as a loop reads each kernel with one op of the loop's body, whatever N is.
     """
     rows = flatbuffer.conv_weights(tflite)
-    reads = collections.Counter(row[2] for row in rows)
-    shapes = {row[2]: row[3] for row in rows}
+    reads = collections.Counter((row[0], row[3]) for row in rows)  # (subgraph, tensor)
+    shapes = {(row[0], row[3]): row[4] for row in rows}
     by_shape = collections.defaultdict(list)
     for tensor, count in reads.items():
         by_shape[shapes[tensor]].append(count)
@@ -235,7 +257,8 @@ def sharing_report(tflite, export_graph=None):
         for layer in graph.all_layers(export_graph):
             constants = getattr(layer, "constants", None)
             if isinstance(layer, graph.ExportedLayer) and constants is not None:
-                expected += [(layer.name, shape, layer.times)
+                calls = 1 if layer.loop else layer.times
+                expected += [(layer.name, shape, calls)
                              for shape in constants.tflite_kernel_shapes().values()]
         for layer, calls in graph.shared_layers(export_graph).items():
             shape = _tflite_shape(layer)

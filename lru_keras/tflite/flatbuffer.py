@@ -101,7 +101,7 @@ def type_name(tensor_type):
 
 @dataclasses.dataclass
 class OpInfo:
-    """One operator of the main subgraph: its name and input/output tensor indices."""
+    """One operator of a subgraph: its name and input/output tensor indices."""
 
     index: int
     name: str
@@ -139,23 +139,25 @@ def tensor_bytes(model, tensor):
     return b"" if data is None else bytes(np.asarray(data, dtype=np.uint8))
 
 
-def conv_weights(model, subgraph=0):
+def conv_weights(model):
     """For each conv-like op (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) reading a constant
-    weight: (op index, op name, weight tensor index, weight shape, weight buffer index).
+    weight, in every subgraph (a loop's body is a subgraph of its own): (subgraph index, op
+    index, op name, weight tensor index, weight shape, weight buffer index). Tensor indices
+    are per subgraph.
 
     A weight stored in float16 reaches its conv through a DEQUANTIZE op; the stored (float16)
     tensor is reported then, since that is what the file holds."""
-    graph = model.subgraphs[subgraph]
-    ops = operators(model, subgraph)
-    dequantized = {op.outputs[0]: op.inputs[0] for op in ops if op.name == "DEQUANTIZE"}
     rows = []
-    for op in ops:
-        if op.name in CONV_OPS and len(op.inputs) > 1 and op.inputs[1] >= 0:
-            index = dequantized.get(op.inputs[1], op.inputs[1])
-            tensor = graph.tensors[index]
-            if tensor_bytes(model, tensor):
-                rows.append((op.index, op.name, index, tuple(int(d) for d in tensor.shape),
-                             int(tensor.buffer)))
+    for s, graph in enumerate(model.subgraphs):
+        ops = operators(model, s)
+        dequantized = {op.outputs[0]: op.inputs[0] for op in ops if op.name == "DEQUANTIZE"}
+        for op in ops:
+            if op.name in CONV_OPS and len(op.inputs) > 1 and op.inputs[1] >= 0:
+                index = dequantized.get(op.inputs[1], op.inputs[1])
+                tensor = graph.tensors[index]
+                if tensor_bytes(model, tensor):
+                    rows.append((s, op.index, op.name, index,
+                                 tuple(int(d) for d in tensor.shape), int(tensor.buffer)))
     return rows
 
 
@@ -327,15 +329,55 @@ def rename_io(model, input_name, output_name):
     model.signatureDefs = [signature]
 
 
-def float_activations(model):
-    """Names (or indices) of float32 tensors that are not constants: in a full-integer model
-    there are none."""
+def float_activations(model, except_tensors=()):
+    """Names (or "tensor <index>") of float32 tensors that are not constants, in every
+    subgraph, leaving out `except_tensors` ((subgraph index, tensor index) pairs, e.g.
+    `loop_state(model)`): in a full-integer model there are none."""
+    skip = set(except_tensors)
     found = []
-    for graph in model.subgraphs:
+    for s, graph in enumerate(model.subgraphs):
         for index, tensor in enumerate(graph.tensors):
-            if type_name(tensor.type) == "float32" and not tensor_bytes(model, tensor):
+            if ((s, index) not in skip and type_name(tensor.type) == "float32"
+                    and not tensor_bytes(model, tensor)):
                 found.append(_text(tensor.name) or f"tensor {index}")
     return found
+
+
+def loop_state(model):
+    """The float32 tensors a loop carries: sorted (subgraph index, tensor index) pairs.
+
+    `model` is .tflite bytes or a `read` result. The TFLite converter does not quantize WHILE
+    (its MLIR op TFL_WhileOp lacks the QuantizableResult trait, tensorflow/tensorflow#54304),
+    so in an int8 file the values a WHILE passes between iterations stay float32: the WHILE's
+    inputs and outputs, the inputs and outputs of its condition and body subgraphs, and the
+    float32 RESHAPE views of those; inside the body everything else is int8 (a QUANTIZE after
+    the inputs, a DEQUANTIZE before the outputs). These are the float tensors an int8 file
+    with loops may keep (`float_activations(model, except_tensors=loop_state(model))`).
+    """
+    if isinstance(model, (bytes, bytearray)):
+        model = read(model)
+    state = set()
+    for s, graph in enumerate(model.subgraphs):
+        for op_info, op in zip(operators(model, s), graph.operators or []):
+            if op_info.name != "WHILE":
+                continue
+            state.update((s, t) for t in (*op_info.inputs, *op_info.outputs) if t >= 0)
+            options = op.builtinOptions
+            for branch in (options.condSubgraphIndex, options.bodySubgraphIndex):
+                branch_graph = model.subgraphs[branch]
+                state.update((branch, int(t))
+                             for t in (*_ints(branch_graph.inputs), *_ints(branch_graph.outputs)))
+    views = [(s, op.inputs[0], op.outputs[0]) for s in range(len(model.subgraphs))
+             for op in operators(model, s) if op.name == "RESHAPE"]
+    grown = True
+    while grown:  # views of views
+        grown = False
+        for s, source, target in views:
+            if ((s, source) in state) != ((s, target) in state):
+                state.update({(s, source), (s, target)})
+                grown = True
+    return sorted((s, t) for s, t in state
+                  if type_name(model.subgraphs[s].tensors[t].type) == "float32")
 
 
 def set_metadata(model, name, content):

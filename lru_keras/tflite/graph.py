@@ -17,6 +17,12 @@ calling it on constants read once, and chooses how a kept BatchNorm is written (
 A BatchNorm that follows a conv layer called at several places (kernel sharing between
 isomorphic layers) is kept the same way, so that the shared kernel is stored once.
 
+LRU blocks can also be written as one loop over their reuses (`loops`, see
+`LRUBlock.loop_export_call`): one WHILE op whose body subgraph holds the ops of one reuse,
+each BatchNorm's per-reuse scales and offsets read from a table at the loop counter (so the
+`affine` forms also take tensors). TensorFlow Lite Micro keeps per-op data for every op, so
+only the loop keeps its RAM arena independent of the number of reuses.
+
 For int8 the constants can be rescaled without changing the function (`equalize`): each output
 channel of a shared kernel is multiplied by one factor common to all reuses, and every reuse's
 BatchNorm scale divided by it, so that the per-tensor int8 scale of the conv output fits all
@@ -27,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lru_keras.layers.reuse import norm_constants
+from lru_keras.layers.reuse import LRUBlock, norm_constants
 from lru_keras.tflite.errors import UnsupportedModelError
 
 BN_FOLD = "fold"            # per-channel multiply-add after the conv: folded by the converter
@@ -40,31 +46,43 @@ def affine_in(form):
 
     def affine(x, scale, offset, view=None):
         """`x * scale + offset` per channel (last axis); with BN_AFFINE_5D on the 5-D view
-        `view` (two trailing axes; default (C/2, 2), or (C, 1) for an odd channel count)."""
+        `view` (two trailing axes; default (C/2, 2), or (C, 1) for an odd channel count).
+        `scale` and `offset` are numpy vectors, or (C,) tensors: a loop export form reads
+        each reuse's row of a table inside the loop (`LRUBlock.loop_export_call`)."""
         channels = x.shape[-1]
         if form == BN_FOLD:
-            return x * scale.astype(np.float32) + offset.astype(np.float32)
+            return x * _on_view(scale, (channels,)) + _on_view(offset, (channels,))
         if form == BN_DEPTHWISE and len(x.shape) == 4:
-            kernel = scale.reshape(1, 1, channels, 1).astype(np.float32)
-            return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "VALID") + offset.astype(
-                np.float32)
+            kernel = _on_view(scale, (1, 1, channels, 1))
+            return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "VALID") + _on_view(
+                offset, (channels,))
         view = view or ((channels // 2, 2) if channels % 2 == 0 else (channels, 1))
         spatial = list(x.shape[1:-1])
         y = tf.reshape(x, [-1, *spatial, *view])
-        y = y * scale.reshape(view).astype(np.float32) + offset.reshape(view).astype(
-            np.float32)
+        y = y * _on_view(scale, view) + _on_view(offset, view)
         return tf.reshape(y, [-1, *spatial, channels])
 
     return affine
 
 
-class ExportedLayer(keras.layers.Layer):
-    """A layer's export form (`layer.export_call`) on constants read once, eagerly, before
-    the model is traced. Holds the layer without tracking it: its variables are not read."""
+def _on_view(values, shape):
+    """A BatchNorm's per-channel `values` as float32 of `shape`: a numpy constant (float64
+    from `norm_constants`), or a tensor (a table row read inside a loop) reshaped in the
+    graph."""
+    if tf.is_tensor(values):
+        return tf.reshape(tf.cast(values, tf.float32), shape)
+    return np.reshape(values, shape).astype(np.float32)
 
-    def __init__(self, layer, constants, form, **kwargs):
+
+class ExportedLayer(keras.layers.Layer):
+    """A layer's export form (`layer.export_call`, or with `loop` its `loop_export_call`: one
+    loop over the reuses) on constants read once, eagerly, before the model is traced.
+    Holds the layer without tracking it: its variables are not read."""
+
+    def __init__(self, layer, constants, form, loop=False, **kwargs):
         super().__init__(name=layer.name, dtype="float32", **kwargs)
-        self._export_call = layer.export_call
+        self.loop = bool(loop)
+        self._export_call = layer.loop_export_call if self.loop else layer.export_call
         self._output_shape = layer.compute_output_shape
         self.times = getattr(layer, "times", 1)
         self.constants, self.form = constants, form
@@ -122,7 +140,37 @@ def silence_dead_channels(model, threshold=DEAD_CHANNEL_STD):
     return silenced
 
 
-def export_model(model, share_weights=True, equalize=None, form=None, silence_dead=False):
+def loop_blocks(model):
+    """Names of the model's LRU blocks (nested models' too), in order: the layers that
+    `export_model(loops=...)` can export as one loop over their reuses."""
+    return [layer.name for layer in all_layers(model) if isinstance(layer, LRUBlock)]
+
+
+def resolve_loops(model, loops, argument="loops"):
+    """The block names `loops` selects: False -> [], True -> every LRU block, or a list of
+    LRU block names (checked). ValueError naming `argument`, the value and what is allowed;
+    asking for loops in a model without LRU blocks is an error too."""
+    if loops is False or loops is None:
+        return []
+    blocks = loop_blocks(model)
+    if not blocks:
+        raise ValueError(f"{argument}={loops!r}: model {model.name!r} has no LRU blocks to "
+                         f"export as loops (only LRUBlock layers have a loop form).")
+    if loops is True:
+        return blocks
+    if isinstance(loops, str) or not isinstance(loops, (list, tuple)) or not loops or \
+            not all(isinstance(name, str) for name in loops):
+        raise ValueError(f"{argument}={loops!r}; expected False, True, or a non-empty list of "
+                         f"LRU block names of model {model.name!r}: {blocks}")
+    unknown = [name for name in loops if name not in blocks]
+    if unknown:
+        raise ValueError(f"{argument}: {unknown} are not LRU blocks of model {model.name!r}; "
+                         f"its LRU blocks are {blocks}")
+    return [name for name in blocks if name in loops]
+
+
+def export_model(model, share_weights=True, equalize=None, form=None, silence_dead=False,
+                 loops=False):
     """A float32 clone of `model` (same weights) whose layers compute their export forms.
 
     Args:
@@ -139,7 +187,15 @@ def export_model(model, share_weights=True, equalize=None, form=None, silence_de
             channel) or BN_DEPTHWISE (one 1x1 depthwise conv per BatchNorm: fewer ops, for
             float files; in int8 its per-channel quantization parameters cost ~29 bytes per
             channel and reuse, which doubled the file).
+        loops: LRU blocks exported as one loop over their reuses (`LRUBlock.loop_export_call`:
+            one WHILE op, the ops of one reuse in its body): False (none, the default), True
+            (all, see `loop_blocks`) or a list of block names. Needs share_weights (a loop
+            reads one kernel; folding would need one per reuse).
     """
+    loop_names = set(resolve_loops(model, loops))
+    if loop_names and not share_weights:
+        raise ValueError(f"loops={loops!r} needs share_weights=True: a loop reads one kernel "
+                         f"at every reuse; the folded form has a kernel copy per reuse.")
     copy, constants, form = prepare(model, share_weights, equalize, form, silence_dead)
     after_shared = {id(layer) for layer in norms_after_shared_convs(copy)}
 
@@ -150,7 +206,8 @@ def export_model(model, share_weights=True, equalize=None, form=None, silence_de
             times = getattr(layer, "times", 1)
             # A block called once has nothing to share: folding is smaller and faster.
             return ExportedLayer(layer, constants.get(layer.name),
-                                 BN_FOLD if times == 1 else form)
+                                 BN_FOLD if times == 1 else form,
+                                 loop=layer.name in loop_names)
         if id(layer) in after_shared:
             return KeptBatchNorm(layer, form)
         clone = layer.__class__.from_config(layer.get_config())

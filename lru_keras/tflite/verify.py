@@ -105,7 +105,8 @@ def verify(content, model, quantization, input_range, pixels=None):
 
 def declared_shape_mismatches(content):
     """[(op index, op name, declared shape, computed shape)] of every op output whose shape
-    in the file differs from the one LiteRT computes at the file's own (batch 1) input shape.
+    in the file differs from the one LiteRT computes at the file's own (batch 1) input shape,
+    in every subgraph (an op of a loop's body or condition is named "NAME in subgraph S").
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -113,14 +114,17 @@ def declared_shape_mismatches(content):
         model_content=bytes(content),
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
-    computed = {d["index"]: [int(n) for n in d["shape"]]
-                for d in interpreter.get_tensor_details()}
     model = flatbuffer.read(content)
-    graph = model.subgraphs[0]
-    return [(op.index, op.name, declared, computed[t])
-            for op in flatbuffer.operators(model) for t in op.outputs
-            if t in computed
-            and (declared := [int(n) for n in graph.tensors[t].shape]) != computed[t]]
+    found = []
+    for s, graph in enumerate(model.subgraphs):
+        computed = {d["index"]: [int(n) for n in d["shape"]]
+                    for d in interpreter.get_tensor_details(subgraph_index=s)}
+        found += [(op.index, op.name if s == 0 else f"{op.name} in subgraph {s}", declared,
+                   computed[t])
+                  for op in flatbuffer.operators(model, s) for t in op.outputs
+                  if t in computed
+                  and (declared := [int(n) for n in graph.tensors[t].shape]) != computed[t]]
+    return found
 
 
 def check_declared_shapes(content, what):
