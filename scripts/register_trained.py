@@ -53,20 +53,22 @@ def main(argv=None):
                         help="a pilot run that chose the recipe (repeatable)")
     parser.add_argument("--aim", type=float, help="the test accuracy aimed at, percent")
     parser.add_argument("--budget-hours", type=float, help="the wall-time budget of the aim")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a line for the card (what the numbers alone do not say)")
     parser.add_argument("--wall-log", type=Path,
                         help="the timed_train.sh log (default: RUN_DIR.wall)")
     parser.add_argument("--data-dir", help="the prepared datasets (default: lru_keras's)")
     args = parser.parse_args(argv)
     try:
         entry = register(args.run_dir, args.name, args.pilot, aim=args.aim,
-                         budget_hours=args.budget_hours, wall_log=args.wall_log,
-                         data_dir=args.data_dir)
+                         budget_hours=args.budget_hours, notes=args.note,
+                         wall_log=args.wall_log, data_dir=args.data_dir)
     except RegistrationError as error:
         sys.exit(f"register_trained: {error}")
     print(f"{entry['name']}: {entry['accuracy']:.2f}% test accuracy, card {entry['card']}")
 
 
-def register(run, name, pilots=(), *, aim=None, budget_hours=None, wall_log=None,
+def register(run, name, pilots=(), *, aim=None, budget_hours=None, notes=(), wall_log=None,
              data_dir=None):
     """Checks `run` and `pilots`, then writes the entry `name` (see the module doc); returns
     the manifest entry."""
@@ -103,7 +105,7 @@ def register(run, name, pilots=(), *, aim=None, budget_hours=None, wall_log=None
                                       f"(zoo/trained/{name}/log.csv)",
     }
     (ZOO / "cards" / f"{name}.md").write_text(
-        card(entry, run, pilot_runs, result, info, aim, budget_hours))
+        card(entry, run, pilot_runs, result, info, aim, budget_hours, notes))
     trained = [e for e in read_entries() if e["provenance"] == "trained" and e["name"] != name]
     write_entries(sorted([*trained, entry], key=lambda e: e["name"]), replace="trained")
     return entry
@@ -223,7 +225,7 @@ def schedule_text(identity):
     return (f"{identity['schedule']}" + (f" after {warmup:g} warm-up epoch{'s' * (warmup != 1)}" if warmup else ""))
 
 
-def card(entry, run, pilots, result, info, aim, budget_hours):
+def card(entry, run, pilots, result, info, aim, budget_hours, notes=()):
     """The model card (Markdown under its hub header) of a trained entry."""
     name, summary, identity = entry["name"], run["summary"], run["config"]["identity"]
     attempts = run["attempts"]
@@ -273,6 +275,7 @@ def card(entry, run, pilots, result, info, aim, budget_hours):
         f"to [0, 1]). Output: {entry['classes']} class probabilities.",
         f"- Curves: `trained/{name}/curves.png`, per-epoch log `trained/{name}/log.csv`.",
         f"- License: MIT (this project's); author: {AUTHOR}.",
+        *(f"- {note}" for note in notes),
     ]
     if pilots:
         lines += ["", "## Pilot runs", "",

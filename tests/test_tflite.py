@@ -544,6 +544,9 @@ AGREEMENT_MEASURED = {
     "lrunet1_1x.fashion_mnist.float16.tflite": 500, "lrunet1_1x.fashion_mnist.int8.tflite": 492,
     "lrunet10_1x.fashion_mnist.float16.tflite": 500,
     "lrunet10_1x.fashion_mnist.int8.tflite": 484,
+    # Trained with lru_keras (2-core Intel Xeon with AVX-512, both oneDNN settings).
+    "lrunet1_1x_trained.fashion_mnist.float16.tflite": 499,
+    "lrunet1_1x_trained.fashion_mnist.int8.tflite": 489,
     # The paper's baselines.
     "cifar_mobilenet_0.25x.cifar10.float16.tflite": 500,
     "cifar_mobilenet_0.25x.cifar10.int8.tflite": 490,

@@ -113,7 +113,7 @@ def test_registration_writes_entry_card_curves_and_keeps_the_others(tiny_run, re
     module, zoo_copy = register
     before = module.read_entries()
     entry = module.register(run, "tiny_trained.fashion_mnist", [run], aim=90.0,
-                            budget_hours=1.0, data_dir=data_dir)
+                            budget_hours=1.0, notes=["A note."], data_dir=data_dir)
     after = module.read_entries()
     assert after[:len(before)] == [e for e in before if e["provenance"] == "ported"] \
         and after[-1] == entry
@@ -123,7 +123,7 @@ def test_registration_writes_entry_card_curves_and_keeps_the_others(tiny_run, re
     text = (zoo_copy / entry["card"]).read_text()
     for field in CARD_FIELDS:
         assert re.search(field, text), field
-    assert "not met" in text and "## Pilot runs" in text
+    assert "not met" in text and "## Pilot runs" in text and "\n- A note.\n" in text
     assert f"({round(entry['accuracy'] * 2)} of 200 images" in text  # 200 test images
     for folder in (zoo_copy / "trained" / entry["name"],
                    zoo_copy / "trained" / entry["name"] / "pilots" / "tiny"):
