@@ -23,7 +23,8 @@ import numpy as np
 
 from lru_keras import zoo
 from lru_keras.checksums import sha256_of
-from zoo_manifest import INPUT_RANGE, REPOSITORY, ZOO, hub_header, layer_names, write_entries
+from zoo_manifest import (CLASSIFIER_LAYER, INPUT_RANGE, REPOSITORY, STEM_LAYER, ZOO, hub_header,
+                          layer_names, write_entries)
 
 DEFAULT_REFERENCE = REPOSITORY.parent / "shared" / "reference" / "cnn-layer-reuse"
 SOURCE = "okankop/CNN-layer-reuse (commit 1dd8d42), pretrained/{checkpoint}.t7, MIT License"

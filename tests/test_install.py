@@ -95,7 +95,8 @@ def test_installed_package_ships_weights_manifest_license_and_cards(installed):
     missing = [item["card"] for item in manifest["weights"] if not (weights / item["card"]).is_file()]
     assert not missing, f"model cards not installed: {missing}"
     # The training curves of the trained entries (zoo/trained/<name>/, pilots included).
-    curves = sorted(p.relative_to(REPO / "zoo") for p in (REPO / "zoo" / "trained").rglob("*.*"))
+    curves = sorted(p.relative_to(REPO / "zoo") for p in (REPO / "zoo" / "trained").rglob("*")
+                    if p.is_file())
     assert curves and all(
         (weights / p).read_bytes() == (REPO / "zoo" / p).read_bytes() for p in curves)
     assert (target / "lru_keras" / "sample_data" / "cifar10_test_sample.npz").is_file()

@@ -36,9 +36,10 @@ def test_every_shipped_file_carries_standard_metadata_a_reader_reads(client):
         found = read[str(SHIPPED / row["file"])]
         assert found["present"] and found["identifier"], row["file"]
         assert found["min_parser_version"] == metadata.MIN_PARSER_VERSION
-        info = zoo.get_weights(row["weights"]).model_info()
-        assert {key: found[key] for key in MODEL_INFO_KEYS} == info
-        assert found["license"] == "MIT" and "Köpüklü" in found["author"]
+        entry = zoo.get_weights(row["weights"])
+        assert {key: found[key] for key in MODEL_INFO_KEYS} == entry.model_info()
+        assert found["license"] == entry.license == "MIT" and found["author"] == entry.author
+        assert ("Köpüklü" in found["author"]) == (entry.provenance == "ported")
         # The zoo's models take raw pixels: (pixel - 0) / 1.
         assert found["input"] == {
             "name": "image", "image": True,
