@@ -8,7 +8,9 @@ VENV := .venv
 CLIENTS := .venv-clients
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
-# Test processes (pytest-xdist): one per core of the 2-core machines the suite is sized for.
+# Test processes (pytest-xdist): one per core of the 2-core machines the suite is sized for;
+# --dist loadgroup keeps the tests of one model's full-test-set work on one worker (conftest's
+# `same_worker`), so that work is done once.
 TEST_WORKERS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -36,7 +38,7 @@ data: $(VENV)/.installed
 	     "(or LRU_KERAS_ALLOW_NO_SHARED=1)" >&2; exit 2; fi
 
 test: $(VENV)/.installed $(CLIENTS)/.installed data
-	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" -ra --durations=20 tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" -ra --durations=20 tests
 
 # The clients apps use, in their own venv (requirements-clients.lock says why): the tests read
 # exported files' standard metadata and classify with them through MediaPipe Tasks.
@@ -52,7 +54,7 @@ $(VENV)/.backends: $(VENV)/.installed
 	touch $@
 
 check: $(VENV)/.installed $(VENV)/.backends $(CLIENTS)/.installed data
-	$(PY) -m pytest -n $(TEST_WORKERS) -ra --durations=40 tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -ra --durations=40 tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/keras_throughput.py

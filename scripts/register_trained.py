@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lru_keras import analysis, checksums, evaluate, zoo
-from lru_keras.data import catalog
+from lru_keras.data import catalog, pipeline
 from lru_keras.train import run_dir as run_files
 from zoo_manifest import INPUT_RANGE, ZOO, hub_header, layer_names, read_entries, write_entries
 
@@ -251,7 +251,7 @@ def card(entry, run, pilots, result, info, aim, budget_hours, notes=()):
         f"{identity['weight_decay']:g}, batch {identity['batch_size']}, peak lr "
         f"{identity['learning_rate']:g}, {schedule_text(identity)}, {identity['epochs']} "
         f"epochs, dropout {identity['dropout']:g}, "
-        f"{'augmented (random crop pad 4, rotation ±10°, flip)' if identity['augment'] else 'no augmentation'}.",
+        f"{f'augmented ({pipeline.AUGMENTATION})' if identity['augment'] else 'no augmentation'}.",
         f"- Seed {identity['seed']}; {summary['train_images']:,} training images, "
         f"{summary['validation_images']:,} held out for validation.",
         f"- Wall time: {hours:.2f} h in {len(attempts)} attempt(s), started {started}; CPU "

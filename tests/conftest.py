@@ -198,6 +198,21 @@ def prepared_datasets():
 # --------------------------------------------------------------------------------------------
 # Expensive results, computed once per run and shared by the tests that read them.
 # --------------------------------------------------------------------------------------------
+def same_worker(weights_name):
+    """Mark of a test that reads the caches below for registered weights `weights_name`. The
+    caches live in each pytest-xdist worker; the Makefile's `--dist loadgroup` runs the tests
+    of one mark on one worker, so that a model's full-test-set pass or export happens once."""
+    return pytest.mark.xdist_group(weights_name)
+
+
+def with_worker_marks(names, id=str):
+    """`pytest.param`s of `names` (weights names, or rows with a "weights" key), each marked
+    `same_worker` with its weights name, for `pytest.mark.parametrize`."""
+    return [pytest.param(name, marks=same_worker(name if isinstance(name, str)
+                                                 else name["weights"]), id=id(name))
+            for name in names]
+
+
 @pytest.fixture(scope="session")
 def keras_test_predictions(test_set):
     """Loader: registered weights name -> the published model's predicted classes on the full

@@ -9,6 +9,7 @@ rounding only: at most 2 images, 0.02 points.
 import numpy as np
 import pytest
 
+from conftest import with_worker_marks
 from lru_keras.zoo import get_weights
 
 # Accuracy (%) recorded in each checkpoint, copied from ../shared/reference/cnn-layer-reuse/
@@ -37,7 +38,7 @@ TOLERANCE = 0.02  # points: 2 of 10,000 images
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(RECORDED))
+@pytest.mark.parametrize("name", with_worker_marks(RECORDED))
 def test_pretrained_accuracy_equals_recorded(name, test_set, keras_test_predictions):
     """Measured at 0574dbb+1 on a 2-core AMD EPYC with AVX-512: every model reproduces its
     recorded accuracy exactly, with TF_ENABLE_ONEDNN_OPTS=0 and =1 (the two formulations of

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import same_worker
 from lru_keras import checksums, data, tflite
 from lru_keras.cli import main
 from lru_keras.tflite import qat
@@ -196,6 +197,7 @@ GUARD_MAX_LOSS_TO_POST_TRAINING = 0.5
 
 
 @pytest.mark.slow
+@same_worker("lrunet1_1x.cifar10")
 def test_qat_guard_on_the_published_1_lrunet(tmp_path, test_set, keras_test_predictions,
                                              int8_exports, litert_test_predictions,
                                              prepared_datasets):

@@ -29,6 +29,7 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from conftest import same_worker, with_worker_marks
 from lru_keras import cli, data, tflite, zoo
 from lru_keras.layers import LRUBlock
 from lru_keras.layers.preprocessing import declared_input_range
@@ -771,6 +772,7 @@ def _accuracy(predicted, labels):
 
 
 @pytest.mark.slow
+@same_worker("lrunet14_1x.cifar10")
 @pytest.mark.parametrize("quantization, tolerance", [("float32", 0.02), ("float16", 0.05)])
 def test_full_test_set_float_accuracy_equals_keras(
         lrunet14, tmp_path, test_set, keras_test_predictions, litert_test_predictions,
@@ -786,6 +788,7 @@ def test_full_test_set_float_accuracy_equals_keras(
 
 
 @pytest.mark.slow
+@same_worker("lrunet14_1x.cifar10")
 def test_full_test_set_int8_accuracy(test_set, int8_exports, litert_test_predictions):
     """Issue 7: post-training int8 14-LruNet-1x (default calibration: 300 CIFAR-10 training
     images) reaches >= 88.8 on the test set. Measured 89.01 with the exports of both
@@ -800,8 +803,8 @@ def test_full_test_set_int8_accuracy(test_set, int8_exports, litert_test_predict
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("row", [r for r in _shipped_rows() if r["quantization"] == "int8"],
-                         ids=lambda r: r["file"])
+@pytest.mark.parametrize("row", with_worker_marks(
+    [r for r in _shipped_rows() if r["quantization"] == "int8"], id=lambda r: r["file"]))
 def test_shipped_int8_file_is_what_the_script_produces(row, int8_exports, make_tflite):
     """A fresh int8 export by the script has the shipped file's structure and float
     constants. Calibration ranges depend on float rounding (oneDNN or not), so the int8
@@ -841,7 +844,7 @@ def _quantization(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("row", _shipped_rows(), ids=lambda r: r["file"])
+@pytest.mark.parametrize("row", with_worker_marks(_shipped_rows(), id=lambda r: r["file"]))
 def test_shipped_file_reaches_its_recorded_accuracy(row, test_set, litert_test_predictions):
     """The manifest's accuracy of each shipped file is re-measured on the full test set
     (LiteRT's kernels do not depend on TF_ENABLE_ONEDNN_OPTS)."""

@@ -15,7 +15,7 @@ import pytest
 
 from lru_keras.zoo import create, get_weights, list_weights
 
-from conftest import load_script
+from conftest import load_script, with_worker_marks
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "zoo"
@@ -67,7 +67,7 @@ def test_card_and_curves_are_complete(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("name", with_worker_marks(EXPECTED))
 def test_trained_accuracy_is_reproduced_exactly(name, test_set, keras_test_predictions):
     """The shipped file through `zoo.create`, on the full test set: the recorded count of
     right answers, to the image."""

@@ -28,6 +28,9 @@ tfds = extras.lazy("tensorflow_datasets")  # the [data] extra
 
 PAD_PIXELS = 4
 MAX_ROTATION_DEGREES = 10.0
+# `augment_batch` in a few words, for model cards and summaries.
+AUGMENTATION = (f"random crop pad {PAD_PIXELS}, rotation ±{MAX_ROTATION_DEGREES:g}°, "
+                "horizontal flip")
 # The pixels `load` delivers, and what every entry point of the package that takes images
 # expects (models rescale them themselves; a LiteRT classifier maps them to its input).
 PIXEL_RANGE = (0.0, 255.0)
