@@ -546,6 +546,8 @@ AGREEMENT_MEASURED = {
     "lrunet10_1x.fashion_mnist.float16.tflite": 500,
     "lrunet10_1x.fashion_mnist.int8.tflite": 484,
     # Trained with lru_keras (2-core Intel Xeon with AVX-512, both oneDNN settings).
+    "lrunet1_1x_trained.cifar10.float16.tflite": 499,
+    "lrunet1_1x_trained.cifar10.int8.tflite": 495,
     "lrunet1_1x_trained.fashion_mnist.float16.tflite": 499,
     "lrunet1_1x_trained.fashion_mnist.int8.tflite": 489,
     # The paper's baselines.
