@@ -53,6 +53,9 @@ def main(argv=None):
                         help="a pilot run that chose the recipe (repeatable)")
     parser.add_argument("--aim", type=float, help="the test accuracy aimed at, percent")
     parser.add_argument("--budget-hours", type=float, help="the wall-time budget of the aim")
+    parser.add_argument("--estimate",
+                        help="required when the aim is not met: what the aim would need "
+                             "(epochs, hours) and how that was estimated")
     parser.add_argument("--note", action="append", default=[],
                         help="a line for the card (what the numbers alone do not say)")
     parser.add_argument("--wall-log", type=Path,
@@ -61,15 +64,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         entry = register(args.run_dir, args.name, args.pilot, aim=args.aim,
-                         budget_hours=args.budget_hours, notes=args.note,
+                         budget_hours=args.budget_hours, estimate=args.estimate, notes=args.note,
                          wall_log=args.wall_log, data_dir=args.data_dir)
     except RegistrationError as error:
         sys.exit(f"register_trained: {error}")
     print(f"{entry['name']}: {entry['accuracy']:.2f}% test accuracy, card {entry['card']}")
 
 
-def register(run, name, pilots=(), *, aim=None, budget_hours=None, notes=(), wall_log=None,
-             data_dir=None):
+def register(run, name, pilots=(), *, aim=None, budget_hours=None, estimate=None, notes=(),
+             wall_log=None, data_dir=None):
     """Checks `run` and `pilots`, then writes the entry `name` (see the module doc); returns
     the manifest entry."""
     run = read_run(run, wall_log)
@@ -84,6 +87,11 @@ def register(run, name, pilots=(), *, aim=None, budget_hours=None, notes=(), wal
     if result["images"] != run["summary"]["test_images"]:
         raise RegistrationError(f"{run['dir']}: tested on {run['summary']['test_images']} "
                                 f"images; the full test split has {result['images']}")
+    accuracy = round(100 * result["correct"] / result["images"], 2)
+    if aim is not None and not aim_met(accuracy, run, aim, budget_hours) and not estimate:
+        raise RegistrationError(
+            f"{name}: {accuracy:.2f}% in {wall_hours(run):.2f} h misses the aim of "
+            f"{aim:g}% in {budget_hours:g} h; --estimate must say what the aim would need")
 
     target = ZOO / "trained" / name
     shutil.rmtree(target, ignore_errors=True)
@@ -93,7 +101,6 @@ def register(run, name, pilots=(), *, aim=None, budget_hours=None, notes=(), wal
     file = f"{name}.weights.h5"
     shutil.copyfile(run["dir"] / run_files.BEST, ZOO / file)
     info = analysis.summary(model)
-    accuracy = round(100 * result["correct"] / result["images"], 2)
     entry = {
         "name": name, "builder": run["summary"]["builder"], "dataset": run["summary"]["dataset"],
         "arguments": arguments, "classes": model.output_shape[-1],
@@ -105,7 +112,7 @@ def register(run, name, pilots=(), *, aim=None, budget_hours=None, notes=(), wal
                                       f"(zoo/trained/{name}/log.csv)",
     }
     (ZOO / "cards" / f"{name}.md").write_text(
-        card(entry, run, pilot_runs, result, info, aim, budget_hours, notes))
+        card(entry, run, pilot_runs, result, info, aim, budget_hours, estimate, notes))
     trained = [e for e in read_entries() if e["provenance"] == "trained" and e["name"] != name]
     write_entries(sorted([*trained, entry], key=lambda e: e["name"]), replace="trained")
     return entry
@@ -220,12 +227,16 @@ def wall_hours(run):
     return sum(end - start for start, end, *_ in run["attempts"]) / 3600
 
 
+def aim_met(accuracy, run, aim, budget_hours):
+    return accuracy >= aim and wall_hours(run) <= budget_hours
+
+
 def schedule_text(identity):
     warmup = identity.get("warmup_epochs") or 0
     return (f"{identity['schedule']}" + (f" after {warmup:g} warm-up epoch{'s' * (warmup != 1)}" if warmup else ""))
 
 
-def card(entry, run, pilots, result, info, aim, budget_hours, notes=()):
+def card(entry, run, pilots, result, info, aim, budget_hours, estimate=None, notes=()):
     """The model card (Markdown under its hub header) of a trained entry."""
     name, summary, identity = entry["name"], run["summary"], run["config"]["identity"]
     attempts = run["attempts"]
@@ -265,9 +276,15 @@ def card(entry, run, pilots, result, info, aim, budget_hours, notes=()):
         f"`zoo.create`.",
     ]
     if aim is not None:
-        met = entry["accuracy"] >= aim and hours <= budget_hours
-        lines.append(f"- Aim: ≥ {aim:g}% within ≤ {budget_hours:g} h: "
-                     f"{'met' if met else 'not met'}.")
+        if aim_met(entry["accuracy"], run, aim, budget_hours):
+            outcome = "met"
+        else:
+            outcome = "not met (" + ", ".join(
+                [f"{aim - entry['accuracy']:.2f} points short"] * (entry["accuracy"] < aim)
+                + [f"{hours - budget_hours:.2f} h over"] * (hours > budget_hours)) + ")"
+        lines.append(f"- Aim: ≥ {aim:g}% within ≤ {budget_hours:g} h: {outcome}.")
+        if estimate:
+            lines.append(f"- Estimate: {estimate}")
     lines += [
         f"- Parameters: {info['trainable_params']:,} trainable; {info['mflops']:.1f} MFLOPs "
         f"(multiply-accumulates) per image.",

@@ -205,12 +205,11 @@ def same_worker(weights_name):
     return pytest.mark.xdist_group(weights_name)
 
 
-def with_worker_marks(names, id=str):
-    """`pytest.param`s of `names` (weights names, or rows with a "weights" key), each marked
-    `same_worker` with its weights name, for `pytest.mark.parametrize`."""
-    return [pytest.param(name, marks=same_worker(name if isinstance(name, str)
-                                                 else name["weights"]), id=id(name))
-            for name in names]
+def with_worker_marks(values, weights=str, id=str):
+    """`pytest.param`s of `values` for `pytest.mark.parametrize`, each marked `same_worker`
+    with its weights name `weights(value)`."""
+    return [pytest.param(value, marks=same_worker(weights(value)), id=id(value))
+            for value in values]
 
 
 @pytest.fixture(scope="session")

@@ -773,6 +773,10 @@ def _accuracy(predicted, labels):
     return 100.0 * float(np.mean(predicted == labels))
 
 
+# A shipped file's row of tflite/manifest.json, on the worker of its weights (conftest).
+ROW_WORKER = dict(weights=lambda row: row["weights"], id=lambda row: row["file"])
+
+
 @pytest.mark.slow
 @same_worker("lrunet14_1x.cifar10")
 @pytest.mark.parametrize("quantization, tolerance", [("float32", 0.02), ("float16", 0.05)])
@@ -806,7 +810,7 @@ def test_full_test_set_int8_accuracy(test_set, int8_exports, litert_test_predict
 
 @pytest.mark.slow
 @pytest.mark.parametrize("row", with_worker_marks(
-    [r for r in _shipped_rows() if r["quantization"] == "int8"], id=lambda r: r["file"]))
+    [r for r in _shipped_rows() if r["quantization"] == "int8"], **ROW_WORKER))
 def test_shipped_int8_file_is_what_the_script_produces(row, int8_exports, make_tflite):
     """A fresh int8 export by the script has the shipped file's structure and float
     constants. Calibration ranges depend on float rounding (oneDNN or not), so the int8
@@ -846,7 +850,7 @@ def _quantization(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("row", with_worker_marks(_shipped_rows(), id=lambda r: r["file"]))
+@pytest.mark.parametrize("row", with_worker_marks(_shipped_rows(), **ROW_WORKER))
 def test_shipped_file_reaches_its_recorded_accuracy(row, test_set, litert_test_predictions):
     """The manifest's accuracy of each shipped file is re-measured on the full test set
     (LiteRT's kernels do not depend on TF_ENABLE_ONEDNN_OPTS)."""

@@ -57,7 +57,7 @@ def test_card_and_curves_are_complete(name):
         assert re.search(field, text), (name, field)
     assert f"**{entry.accuracy:.2f}%**" in text
     if re.search(r"Aim: .*: not met", text):  # the issue: its shortfall and an estimate
-        assert re.search(r"Aim not met: .*Estimate: .*\d+ epochs", text), name
+        assert re.search(r"not met \([\d.]+ points short.*\n- Estimate: .*\d+ epochs", text), name
     epochs = int(re.search(r"Selected: epoch \d+ of (\d+)", text)[1])
     with open(ZOO / "trained" / name / "log.csv", newline="") as file:
         rows = list(csv.DictReader(file))
@@ -116,7 +116,8 @@ def test_registration_writes_entry_card_curves_and_keeps_the_others(tiny_run, re
     module, zoo_copy = register
     before = module.read_entries()
     entry = module.register(run, "tiny_trained.fashion_mnist", [run], aim=90.0,
-                            budget_hours=1.0, notes=["A note."], data_dir=data_dir)
+                            budget_hours=1.0, estimate="About 40 epochs.", notes=["A note."],
+                            data_dir=data_dir)
     after = module.read_entries()
     ported = [e for e in before if e["provenance"] == "ported"]
     trained = [e for e in before if e["provenance"] == "trained"]
@@ -127,7 +128,9 @@ def test_registration_writes_entry_card_curves_and_keeps_the_others(tiny_run, re
     text = (zoo_copy / entry["card"]).read_text()
     for field in CARD_FIELDS:
         assert re.search(field, text), field
-    assert "not met" in text and "## Pilot runs" in text and "\n- A note.\n" in text
+    assert f"not met ({90 - entry['accuracy']:.2f} points short).\n- Estimate: About 40 epochs." \
+        in text
+    assert "## Pilot runs" in text and "\n- A note.\n" in text
     assert f"({round(entry['accuracy'] * 2)} of 200 images" in text  # 200 test images
     for folder in (zoo_copy / "trained" / entry["name"],
                    zoo_copy / "trained" / entry["name"] / "pilots" / "tiny"):
@@ -144,6 +147,7 @@ def test_registration_writes_entry_card_curves_and_keeps_the_others(tiny_run, re
     ("no wall log", r"no wall-time log"),
     ("unfinished", r"no summary\.json: the run has not finished"),
     ("corrupt weights", r"best\.weights\.h5 is corrupt or was replaced"),
+    ("unmet aim, no estimate", r"misses the aim of 90% in 1 h; --estimate must say"),
 ])
 def test_registration_refuses_before_writing(case, message, tiny_run, register, tmp_path):
     run, data_dir = tiny_run
@@ -164,7 +168,8 @@ def test_registration_refuses_before_writing(case, message, tiny_run, register, 
     name = {"other dataset": "tiny.cifar10", "ported name": "lrunet1_1x.fashion_mnist"}.get(
         case, name)
     manifest = (zoo_copy / "manifest.json").read_bytes()
+    aim = dict(aim=90.0, budget_hours=1.0) if case == "unmet aim, no estimate" else {}
     with pytest.raises(module.RegistrationError, match=message):
-        module.register(run, name, data_dir=data_dir)
+        module.register(run, name, data_dir=data_dir, **aim)
     assert (zoo_copy / "manifest.json").read_bytes() == manifest
     assert not (zoo_copy / "trained").exists()
