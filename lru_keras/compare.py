@@ -1,5 +1,6 @@
-"""Every registered model of one dataset side by side: the layer-reuse LruNets against the
-baselines (MobileNet, ShuffleNet), measured now on this machine.
+"""Every registered model of one dataset side by side: the layer-reuse LruNets and the
+kernel-sharing models (a ConvMixer that shares its kernels) against the baselines
+(MobileNet, ShuffleNet, an unshared ConvMixer), measured now on this machine.
 
 Per registered weights entry of the dataset: trainable parameters and MFLOPs (the counting
 conventions of `lru_keras.analysis`), Keras test accuracy measured now and as recorded, and
@@ -23,7 +24,7 @@ SHIPPED_TFLITE = Path(__file__).resolve().parents[1] / "tflite"
 MAKE_TFLITE = SHIPPED_TFLITE / "make_tflite.py"
 QUANTIZATIONS = ("int8", "float16")
 LAYER_REUSE_BUILDERS = ("LruNet",)
-FAMILIES = ("layer reuse", "baseline")
+FAMILIES = ("layer reuse", "kernel sharing", "baseline")
 LATENCY_THREADS = 1  # batch-1 latency on one thread: what a phone app's single request sees
 # Columns of the table: (header, row key, format, whether higher is better).
 COLUMNS = (
@@ -37,6 +38,7 @@ COLUMNS = (
     ("int8 MCU RAM KB", "int8_arena_bytes", "{:.1f}", False),
 )
 KILOBYTE_COLUMNS = ("int8_size_bytes", "float16_size_bytes", "int8_arena_bytes")
+NOT_AVAILABLE = "n/a"  # a table cell without a value (the MCU RAM of a file TFLM cannot load)
 
 
 def compare(dataset, *, tflite_dir=None, data_dir=None, limit=None, latency_runs=100,
@@ -56,10 +58,11 @@ def compare(dataset, *, tflite_dir=None, data_dir=None, limit=None, latency_runs
     naming what is wrong; `lru_keras.data.DatasetNotAvailableError` if the dataset is not
     prepared). Returns {dataset, test_images, latency (how it was measured), environment
     (`lru_keras.environment.describe()`), rows}; a row per model: name, builder, family
-    ("layer reuse" or "baseline"), params, mflops, keras_accuracy, recorded_accuracy,
+    (`family`), params, mflops, keras_accuracy, recorded_accuracy,
     int8_size_bytes, int8_accuracy, int8_latency_ms (median), int8_latency_min_ms,
     float16_size_bytes, and with the [micro] extra int8_arena_bytes (the smallest TensorFlow
-    Lite Micro arena of the int8 file: its RAM on a microcontroller). Accuracies are
+    Lite Micro arena of the int8 file: its RAM on a microcontroller; None if TFLM cannot
+    load the file). Accuracies are
     percentages.
     """
     from lru_keras.tflite import runtime
@@ -122,9 +125,14 @@ def tflite_files(names, tflite_dir=None):
     return files
 
 
-def family(builder):
-    """The family of a builder in the comparison: "layer reuse" (LruNet) or "baseline"."""
-    return FAMILIES[0] if builder in LAYER_REUSE_BUILDERS else FAMILIES[1]
+def family(entry):
+    """The family of a weights entry in the comparison: "layer reuse" (LruNet), "kernel
+    sharing" (a ConvMixer built with `sharing` other than "none") or "baseline"."""
+    if entry.builder in LAYER_REUSE_BUILDERS:
+        return FAMILIES[0]
+    if entry.builder == "ConvMixer" and entry.arguments.get("sharing", "none") != "none":
+        return FAMILIES[1]
+    return FAMILIES[2]
 
 
 def short_name(row, dataset):
@@ -135,7 +143,6 @@ def short_name(row, dataset):
 def _measure(entry, paths, dataset, limit, data_dir):
     """The row of one model, latency aside."""
     from lru_keras import tflite
-    from lru_keras.tflite import micro
 
     model = zoo.create(entry.name)
     keras_result = evaluate.evaluate_dataset(model, dataset, "test", limit=limit,
@@ -143,16 +150,27 @@ def _measure(entry, paths, dataset, limit, data_dir):
     int8_result = tflite.evaluate(paths["int8"], dataset, "test", limit=limit,
                                   data_dir=data_dir, progress=False)
     return {
-        "name": entry.name, "builder": entry.builder, "family": family(entry.builder),
+        "name": entry.name, "builder": entry.builder, "family": family(entry),
         "params": analysis.count_parameters(model)["trainable"],
         "mflops": analysis.count_macs(model) / 1e6,
         "keras_accuracy": keras_result["accuracy"], "recorded_accuracy": entry.accuracy,
         "int8_size_bytes": os.path.getsize(paths["int8"]),
         "int8_accuracy": int8_result["accuracy"],
         "float16_size_bytes": os.path.getsize(paths["float16"]),
-        **({"int8_arena_bytes": micro.smallest_arena(Path(paths["int8"]).read_bytes())}
+        **({"int8_arena_bytes": _arena(Path(paths["int8"]).read_bytes())}
            if extras.installed("tflite_micro") else {}),
     }
+
+
+def _arena(content):
+    """The int8 file's smallest TFLM arena; None if TFLM cannot load it (e.g. ConvMixer's GELU
+    has no TFLM kernel)."""
+    from lru_keras.tflite import micro
+
+    try:
+        return micro.smallest_arena(content)
+    except micro.RefusedError:
+        return None
 
 
 def _say(progress, line):
@@ -167,8 +185,9 @@ def format_compare(result):
     columns = [column for column in COLUMNS if all(column[1] in row for row in rows)]
     cells = [[short_name(row, result["dataset"])] for row in rows]
     for _, key, spec, higher in columns:
-        shown = [spec.format(_shown_value(row, key)) for row in rows]
-        best = spec.format((max if higher else min)(_shown_value(row, key) for row in rows))
+        values = [_shown_value(row, key) for row in rows]
+        shown = [NOT_AVAILABLE if value is None else spec.format(value) for value in values]
+        best = spec.format((max if higher else min)(v for v in values if v is not None))
         for row_cells, text in zip(cells, shown):
             row_cells.append(f"**{text}**" if text == best else text)
     header = ["model", *(title for title, *_ in columns)]
@@ -179,13 +198,16 @@ def format_compare(result):
             f"Latency: batch {latency['batch']}, {latency['threads']} thread, "
             f"{latency['delegate']}, median of {latency['runs']} runs interleaved over the "
             f"models (minimum in the JSON). "
-            + ("MCU RAM: the smallest TensorFlow Lite Micro arena of the int8 file. "
+            + ("MCU RAM: the smallest TensorFlow Lite Micro arena of the int8 file "
+               f"({NOT_AVAILABLE}: TFLM cannot load it, e.g. no GELU kernel). "
                if any(key == "int8_arena_bytes" for _, key, *_ in columns) else "")
             + "Best value of each column in bold.")
     return f"{table}\n\n{note}"
 
 
 def _shown_value(row, key):
+    if row[key] is None:
+        return None
     return row[key] / 1e3 if key in KILOBYTE_COLUMNS else row[key]
 
 
@@ -211,6 +233,7 @@ def plot_compare(result, path):
     path = check_plot_path(path)
     dataset, rows = result["dataset"], result["rows"]
     styles = dict(zip(FAMILIES, (dict(marker="o", color="tab:blue"),
+                                 dict(marker="^", color="tab:green"),
                                  dict(marker="s", color="tab:orange"))))
     figure = Figure(figsize=(12, 5), dpi=100)
     FigureCanvasAgg(figure)  # a renderer, to measure the labels before placing them

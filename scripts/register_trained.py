@@ -236,6 +236,11 @@ def schedule_text(identity):
     return (f"{identity['schedule']}" + (f" after {warmup:g} warm-up epoch{'s' * (warmup != 1)}" if warmup else ""))
 
 
+def dropout_text(dropout):
+    """None: the builder has no dropout (ConvMixer)."""
+    return "no dropout (the model has none)" if dropout is None else f"dropout {dropout:g}"
+
+
 def card(entry, run, pilots, result, info, aim, budget_hours, estimate=None, notes=()):
     """The model card (Markdown under its hub header) of a trained entry."""
     name, summary, identity = entry["name"], run["summary"], run["config"]["identity"]
@@ -261,7 +266,7 @@ def card(entry, run, pilots, result, info, aim, budget_hours, estimate=None, not
         f"{' (Nesterov)' if identity['nesterov'] else ''}, coupled weight decay "
         f"{identity['weight_decay']:g}, batch {identity['batch_size']}, peak lr "
         f"{identity['learning_rate']:g}, {schedule_text(identity)}, {identity['epochs']} "
-        f"epochs, dropout {identity['dropout']:g}, "
+        f"epochs, {dropout_text(identity['dropout'])}, "
         f"{f'augmented ({pipeline.AUGMENTATION})' if identity['augment'] else 'no augmentation'}.",
         f"- Seed {identity['seed']}; {summary['train_images']:,} training images, "
         f"{summary['validation_images']:,} held out for validation.",

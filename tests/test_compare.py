@@ -7,6 +7,7 @@ work. The slow tier runs all three datasets on 1000 test images each.
 """
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -18,7 +19,8 @@ import pytest
 from lru_keras import analysis, zoo
 from lru_keras.cli import main
 from lru_keras.compare import (
-    FAMILIES, SHIPPED_TFLITE, compare, format_compare, plot_compare, short_name)
+    FAMILIES, NOT_AVAILABLE, SHIPPED_TFLITE, compare, family, format_compare, plot_compare,
+    short_name)
 from lru_keras.tflite import runtime
 from lru_keras.tflite.options import zoo_file_name
 
@@ -71,7 +73,21 @@ def test_a_row_with_every_field_for_every_registered_model(fashion):
         assert row["builder"] == entry.builder
         assert row["family"] == ("layer reuse" if entry.builder == "LruNet" else "baseline")
         assert row["recorded_accuracy"] == entry.accuracy
-    assert {row["family"] for row in result["rows"]} == set(FAMILIES)
+    assert {row["family"] for row in result["rows"]} == {"layer reuse", "baseline"}
+
+
+@pytest.mark.parametrize("builder, arguments, expected", [
+    ("LruNet", {"reuse": 14, "width": 1.0}, "layer reuse"),
+    ("ConvMixer", {"width": 128, "depth": 8, "sharing": "full"}, "kernel sharing"),
+    ("ConvMixer", {"width": 128, "depth": 8, "sharing": 4}, "kernel sharing"),
+    ("ConvMixer", {"width": 128, "depth": 8, "sharing": "none"}, "baseline"),
+    ("ConvMixer", {"width": 128, "depth": 8}, "baseline"),
+    ("CifarMobileNet", {"width": 0.25}, "baseline"),
+])
+def test_the_family_of_a_model_is_how_it_shares(builder, arguments, expected):
+    entry = dataclasses.replace(zoo.get_weights("lrunet1_1x.cifar10"), builder=builder,
+                                arguments=arguments)
+    assert family(entry) == expected and expected in FAMILIES
 
 
 def test_params_and_mflops_are_those_of_the_built_models(fashion):
@@ -116,6 +132,16 @@ def test_the_table_has_a_row_per_model_and_bold_bests(fashion):
     smallest = min(result["rows"], key=lambda row: row["params"])
     assert f"**{smallest['params']:,}**" in table
     assert "first 200 test images" in table
+
+
+def test_a_file_tflm_cannot_load_has_no_mcu_ram_and_the_best_is_of_the_others(fashion):
+    rows = [dict(row) for row in fashion["result"]["rows"]]
+    rows[0]["int8_arena_bytes"] = None  # as for a ConvMixer's int8 file (GELU)
+    table = format_compare({**fashion["result"], "rows": rows})
+    lines = table.splitlines()
+    assert lines[2].endswith(f"| {NOT_AVAILABLE} |")
+    best = min(row["int8_arena_bytes"] for row in rows[1:]) / 1e3
+    assert any(line.endswith(f"| **{best:.1f}** |") for line in lines[3:8])
 
 
 def test_the_plot_is_a_png(fashion, tmp_path):

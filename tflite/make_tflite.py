@@ -203,7 +203,7 @@ def run(args):
 
 
 def record_micro(entries, data_dir=None):
-    """`micro.report` of each shipped int8 file of `entries`, on the first images the export
+    """`micro.record` of each shipped int8 file of `entries`, on the first images the export
     checks it on (its calibration images), into its spec JSON and manifest row."""
     from lru_keras.tflite import calibration_data, micro
     from lru_keras.tflite.export import MICRO_IMAGES
@@ -214,7 +214,7 @@ def record_micro(entries, data_dir=None):
         path = HERE / file_name(entry.name, "int8")
         pixels = calibration_data.calibration_images(
             dataset=entry.dataset, image_shape=entry.input_shape, data_dir=data_dir)
-        report = micro.report(path.read_bytes(), pixels[:MICRO_IMAGES])
+        report = micro.record(path.read_bytes(), pixels[:MICRO_IMAGES])
         spec_path = path.with_suffix(".json")
         spec = json.loads(spec_path.read_text())
         spec_path.write_text(json.dumps({**spec, "micro": report}, indent=1, sort_keys=True)
@@ -239,15 +239,19 @@ def readme_table(manifest):
 
 
 def micro_table(manifest):
-    """The top-level README's table of the int8 files in TensorFlow Lite Micro."""
+    """The top-level README's table of the int8 files in TensorFlow Lite Micro (a file it
+    cannot load: the ops it has no kernel for, in the RAM column)."""
     lines = ["| file | flash (file) | RAM (smallest arena) | operators | op registrations |",
              "|---|---:|---:|---:|---:|"]
     for r in manifest["models"]:
         if "micro" in r:
             m = r["micro"]
-            lines.append(f"| `{r['file']}` | {m['flash_bytes'] / 1024:.0f} KiB | "
-                         f"{m['arena_bytes'] / 1024:.0f} KiB | {m['operators']} | "
-                         f"{len(m['resolver'])} |")
+            ram, registrations = ((f"{m['arena_bytes'] / 1024:.0f} KiB", len(m["resolver"]))
+                                  if "error" not in m else
+                                  (f"does not run: no TFLM kernel for "
+                                   f"{', '.join(m['missing_ops'])}", "-"))
+            lines.append(f"| `{r['file']}` | {m['flash_bytes'] / 1024:.0f} KiB | {ram} | "
+                         f"{m['operators']} | {registrations} |")
     return "\n".join(lines)
 
 

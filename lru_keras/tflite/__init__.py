@@ -42,8 +42,8 @@ def inspect(path_or_bytes):
     """A dict describing a .tflite: ops, conv weight sharing, size breakdown, how XNNPACK
     partitions it (LiteRT's default CPU path, as in an app), the ops whose declared output
     shape is wrong, the lru_keras spec, and for an int8 file "micro": its flash, smallest
-    TensorFlow Lite Micro arena and ops to register (`micro.report`, checked on seeded noise
-    images; {"error": ...} if TFLM refuses the file or computes otherwise; None without the
+    TensorFlow Lite Micro arena and ops to register (`micro.record`, checked on seeded noise
+    images; {"error", ...} if TFLM refuses the file or computes otherwise; None without the
     [micro] extra)."""
     from lru_keras import extras
     from lru_keras.tflite import flatbuffer, micro, runtime, verify
@@ -61,7 +61,7 @@ def inspect(path_or_bytes):
     if full_integer and extras.installed("tflite_micro"):
         pixels = np.random.default_rng(0).uniform(0, 255, (4, *classifier.input_shape))
         try:
-            micro_report = micro.report(content, pixels)
+            micro_report = micro.record(content, pixels)
         except ValueError as error:
             micro_report = {"error": str(error)}
     return {

@@ -108,8 +108,9 @@ def export(model, path, quantization="float32", representative_data=None, *,
         not run or disagrees; a warning naming the ops XNNPACK does not take). For int8, when
         the [micro] extra is installed, also "micro": the file's flash and smallest RAM arena
         in TensorFlow Lite Micro and the ops to register (`micro.report`), after checking
-        that TFLM gives LiteRT's reference outputs (an ExportError if not; {"error": ...}
-        and a warning if TFLM cannot load the file, e.g. for lack of a kernel). With
+        that TFLM gives LiteRT's reference outputs (an ExportError if not; {"error",
+        "missing_ops", ...} and a warning if TFLM cannot load the file, e.g. for lack of a
+        GELU kernel: `micro.record`). With
         `reuse_loops`, "reuse_loops": the names of the blocks written as loops.
     """
     options.require_tensorflow_backend("the TFLite export")
@@ -297,18 +298,18 @@ def _tflite_shape(layer):
 
 
 def _micro_report(content, model, pixels):
-    """`micro.report` on a few calibration images; {"error"} and a warning if TFLM cannot load
-    the file, an ExportError if it computes otherwise than LiteRT's reference kernels."""
+    """`micro.record` on a few calibration images, with a warning if TFLM cannot load the
+    file; an ExportError if it computes otherwise than LiteRT's reference kernels."""
     try:
-        return micro.report(content, pixels[:MICRO_IMAGES])
-    except micro.RefusedError as error:
-        # A file for phones may use ops TFLM has no kernel for: said, not refused.
-        warnings.warn(f"model {model.name!r}: the int8 file will not run on a microcontroller: "
-                      f"{error}", stacklevel=3)
-        return {"error": str(error)}
+        recorded = micro.record(content, pixels[:MICRO_IMAGES])
     except (RuntimeError, ValueError) as error:
         raise ExportError(f"model {model.name!r}: the int8 file does not run correctly in "
                           f"TensorFlow Lite Micro: {error}") from None
+    if "error" in recorded:
+        # A file for phones may use ops TFLM has no kernel for: said, not refused.
+        warnings.warn(f"model {model.name!r}: the int8 file will not run on a microcontroller: "
+                      f"{recorded['error']}", stacklevel=3)
+    return recorded
 
 
 # ------------------------------------------------------------------------------------------

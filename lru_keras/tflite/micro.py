@@ -12,6 +12,9 @@ need more or less scratch memory).
   node and one tensor struct per op and tensor. `smallest_arena` finds the smallest arena
   that TFLM accepts by bisection, as an app developer would.
 - Ops: the registrations a `tflite::MicroMutableOpResolver` needs (`resolver_calls`).
+
+TFLM has kernels for fewer ops than LiteRT (none for GELU, which ConvMixer uses): `record`
+says which ops a file it refuses lacks, so that a file for phones is described, not refused.
 """
 
 from __future__ import annotations
@@ -32,10 +35,17 @@ ARENA_STEP = 16
 LARGEST_ARENA = 64 << 20
 # MicroMutableOpResolver methods whose name is not the op name in camel case.
 IRREGULAR_RESOLVER_NAMES = {"BATCH_MATMUL": "BatchMatMul", "CUMSUM": "CumSum", "PADV2": "PadV2"}
+# What TFLM logs for an op it has no kernel for (micro_allocator.cc).
+MISSING_KERNEL = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
 
 
 class RefusedError(ValueError):
-    """TFLM cannot allocate the file at all (an op it has no kernel for, e.g. GELU)."""
+    """TFLM cannot allocate the file at all. `missing_ops`: the ops TFLM named as having no
+    kernel for (e.g. ["GELU"]); empty when it refused the file for another reason."""
+
+    def __init__(self, message, missing_ops=()):
+        super().__init__(message)
+        self.missing_ops = sorted(set(missing_ops))
 
 
 def fits(content, arena_size):
@@ -67,8 +77,9 @@ def smallest_arena(content):
     """The smallest `arena_size` (bytes, a multiple of 16) with which TFLM allocates the file's
     tensors; RefusedError if even 64 MiB is not enough (TFLM cannot run the file)."""
     if not fits(content, LARGEST_ARENA):
-        raise RefusedError(
-            f"TensorFlow Lite Micro cannot allocate the file: {_failure(content)}")
+        reason = _failure(content)
+        raise RefusedError(f"TensorFlow Lite Micro cannot allocate the file: {reason}",
+                           MISSING_KERNEL.findall(reason))
     low, high = 0, LARGEST_ARENA // ARENA_STEP  # in steps: low fails, high fits
     while high - low > 1:
         middle = (low + high) // 2
@@ -135,6 +146,19 @@ def report(content, pixels):
     return {"flash_bytes": len(content), "arena_bytes": arena,
             "operators": sum(flatbuffer.op_counts(model).values()),
             "resolver": resolver_calls(model), "verified_images": len(got)}
+
+
+def record(content, pixels):
+    """What a spec records of an int8 file for microcontrollers: `report`, or, when TFLM
+    cannot load the file, {"error", "missing_ops" (the ops it has no kernel for, if that is
+    why), "flash_bytes", "operators"}: a file for phones is described, not refused.
+    ValueError if TFLM runs the file otherwise than LiteRT's reference kernels."""
+    try:
+        return report(content, pixels)
+    except RefusedError as error:
+        return {"error": str(error), "missing_ops": error.missing_ops,
+                "flash_bytes": len(content),
+                "operators": sum(flatbuffer.op_counts(flatbuffer.read(content)).values())}
 
 
 def _resolver_call(op_name):
