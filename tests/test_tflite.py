@@ -553,6 +553,10 @@ AGREEMENT_MEASURED = {
     "lrunet1_1x_trained.cifar10.int8.tflite": 495,
     "lrunet1_1x_trained.fashion_mnist.float16.tflite": 499,
     "lrunet1_1x_trained.fashion_mnist.int8.tflite": 489,
+    "convmixer128_8_k5_p4_trained.cifar10.float16.tflite": 500,
+    "convmixer128_8_k5_p4_trained.cifar10.int8.tflite": 481,
+    "convmixer128_8_k5_p4_shared2_trained.cifar10.float16.tflite": 498,
+    "convmixer128_8_k5_p4_shared2_trained.cifar10.int8.tflite": 458,
     # The paper's baselines.
     "cifar_mobilenet_0.25x.cifar10.float16.tflite": 500,
     "cifar_mobilenet_0.25x.cifar10.int8.tflite": 490,

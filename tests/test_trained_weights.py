@@ -23,6 +23,8 @@ ZOO = REPO / "zoo"
 EXPECTED = {
     "lrunet1_1x_trained.cifar10": ("LruNet", "cifar10"),
     "lrunet1_1x_trained.fashion_mnist": ("LruNet", "fashion_mnist"),
+    "convmixer128_8_k5_p4_trained.cifar10": ("ConvMixer", "cifar10"),
+    "convmixer128_8_k5_p4_shared2_trained.cifar10": ("ConvMixer", "cifar10"),
 }
 # What every card states (the list), as the registration tool writes it.
 CARD_FIELDS = [r"Command \(", r"scripts/timed_train\.sh \S+ --model", r"Recipe: ", r"Seed \d+",
