@@ -177,8 +177,10 @@ BUILDER_CASES = [
     ("plus-resnext-base-width-huge", "REAFPlusResNeXt50", dict(base_width=10**5), ValueError,
      ["`base_width`=100000"]),
 ] + [
+    # The architecture of the builder's first CIFAR-10 weights, with the wrong class count.
     (f"{builder}-pretrained-classes", builder,
-     dict(weights="cifar10", classes=3, **({"width": 1.0} if builder == "LruNet" else {})),
+     dict(weights="cifar10", classes=3,
+          **zoo.list_weights(builder=builder, dataset="cifar10")[0].arguments),
      ValueError, ["`classes`=3", "10 classes"])
     for builder in PRETRAINED
 ]

@@ -89,8 +89,10 @@ def ConvMixer(
             of blocks, each run sharing one depthwise and one pointwise conv. BatchNorms are
             never shared.
         weights, input_shape, input_tensor, include_top, include_preprocessing, classes,
-            classifier_activation, pooling: keras.applications' (`scaffold.start`); no
-            ConvMixer weights are published, `weights` takes a `.weights.h5` path. Defaults:
+            classifier_activation, pooling: keras.applications' (`scaffold.start`);
+            `weights="cifar10"` loads the weights trained here for ConvMixer-128/8, kernel 5,
+            patch 4, sharing "none" or "full" (`zoo.list_weights("ConvMixer")`), or a
+            `.weights.h5` path. Defaults:
             input (32, 32, 3), 10 classes; include_top=False returns the last block's feature
             map.
         name: model name; default "convmixer{width}_{depth}" plus "_shared{K}" when shared.
