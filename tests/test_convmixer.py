@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lru_keras import analysis
+from lru_keras import analysis, zoo
 from lru_keras.zoo import ConvMixer, get_builder
 from lru_keras.zoo.convmixer import sharing_runs
 from test_sharing import assert_keras_round_trip, loss_gradients
@@ -170,8 +170,20 @@ def test_weights_file_round_trip_and_include_top_false(images, tmp_path, randomi
     features = ConvMixer(16, 2, kernel_size=3, sharing="full", weights=str(path),
                          include_top=False, pooling="avg")
     assert features.output_shape == (None, 16)
-    with pytest.raises(ValueError, match="`weights`"):
+    # Registered weights of another architecture: refused, naming the ones that exist.
+    with pytest.raises(ValueError, match=r"No ConvMixer weights 'cifar10' for width=16, depth=2"
+                                         r".*exist for: ConvMixer\(width=128, depth=8"):
         ConvMixer(16, 2, weights="cifar10")
+
+
+@pytest.mark.parametrize("sharing, name", [
+    ("none", "convmixer128_8_k5_p4_trained.cifar10"),
+    ("full", "convmixer128_8_k5_p4_shared2_trained.cifar10"),
+])
+def test_weights_cifar10_loads_the_trained_twin_of_the_architecture(sharing, name, images):
+    model = ConvMixer(128, 8, kernel_size=5, patch_size=4, sharing=sharing, weights="cifar10")
+    np.testing.assert_array_equal(model.predict(images[0], verbose=0),
+                                  zoo.create(name).predict(images[0], verbose=0))
 
 
 def test_include_top_false_and_patches():
