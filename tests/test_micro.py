@@ -13,7 +13,11 @@
 - `lru-keras inspect` reports the figures, and says why TFLM refuses a file;
 - with `reuse_loops`, each LRU block is one WHILE loop over its reuses: its convs are ops of
   the loop body once, the float32 file computes what Keras computes, and the int8 file runs
-  in TFLM in an arena that does not grow with the reuses (the unrolled file's does).
+  in TFLM in an arena that does not grow with the reuses (the unrolled file's does); the int8
+  ranges inside a loop are refined as outside (over the values of every reuse, read from the
+  model with its loops inlined, which computes what the loops compute);
+- (slow) the issue's aim: 14-LruNet-1x with stages 2-4 as loops runs in TFLM in at most
+  256 KiB, within 0.1 points of the shipped int8 file's CIFAR-10 accuracy.
 """
 
 import collections
@@ -265,6 +269,107 @@ def test_int8_loop_export_runs_in_tflm_in_an_arena_independent_of_the_reuses(sma
     assert not micro.fits(content, arenas[6, True] - micro.ARENA_STEP)
 
 
+def _loop_bodies(model):
+    return [op.builtinOptions.bodySubgraphIndex
+            for op_info, op in zip(flatbuffer.operators(model), model.subgraphs[0].operators)
+            if op_info.name == "WHILE"]
+
+
+def _run(content, images):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_content=content,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    entry = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(entry["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(entry["index"], images)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def test_inlined_loops_compute_what_the_loops_compute(small_exports):
+    """`flatbuffer.inline_loops` (what calibrates the int8 ranges inside loops) repeats each
+    loop body once per reuse in the main graph: the same outputs, and each body tensor's
+    values found once per reuse."""
+    _, content = small_exports(3, "float32", True)
+    model = flatbuffer.read(content)
+    bodies = _loop_bodies(model)
+    counts = _ops_by_subgraph(content)
+    expected = counts[0] - collections.Counter(WHILE=len(bodies))
+    for body in bodies:
+        expected += collections.Counter({name: 3 * n for name, n in counts[body].items()})
+    locations = flatbuffer.inline_loops(model)
+    assert collections.Counter(op.name for op in flatbuffer.operators(model)) == expected
+    for body in bodies:
+        for index in range(len(model.subgraphs[body].tensors)):
+            assert len(locations[body, index]) == 3
+    images = data.load_sample()[0][:8].astype(np.float32)
+    np.testing.assert_array_equal(_run(flatbuffer.write(model), images), _run(content, images))
+
+
+def test_a_loop_that_is_not_counted_is_left_as_it_is(tmp_path):
+    """A WHILE whose trip count depends on the data cannot be repeated ahead of time."""
+    import keras
+    from keras import ops
+
+    from lru_keras.tflite import convert
+
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda x: ops.while_loop(
+        lambda y: ops.sum(y) < 100.0, lambda y: (y * 2.0 + 1.0,), (x,))[0])(inputs)
+    content = convert.convert(keras.Model(inputs, outputs), "float32")
+    model = flatbuffer.read(content)
+    assert flatbuffer.inline_loops(model) == {}
+    assert [op.name for op in flatbuffer.operators(model)].count("WHILE") == 1
+
+
+def test_int8_ranges_inside_loops_are_refined_as_outside(small_lrunet, monkeypatch):
+    """The MSE range refinement reaches the tensors of loop bodies: activation ranges narrow
+    (in every body; ops that move values without computing then give the tensors they join
+    the widest range of them), while a BatchNorm table's row (computed from constants) keeps
+    its exact range."""
+    from lru_keras.tflite import convert, equalization, ranges
+
+    refined = {}
+
+    def record(calibrated, images):
+        refined["before"] = calibrated
+        refined["after"], changed = refine(calibrated, images)
+        return refined["after"], changed
+
+    refine = ranges.refine_ranges
+    monkeypatch.setattr(ranges, "refine_ranges", record)
+    export_graph = graph.export_model(
+        small_lrunet(3), form=graph.BN_AFFINE_5D, silence_dead=True, loops=True,
+        equalize=equalization.equalization_factors)
+    convert.convert(export_graph, "int8", data.load_sample()[0][:50].astype(np.float32))
+    before, after = (flatbuffer.read(refined[key]) for key in ("before", "after"))
+    shrunk, exact = collections.Counter(), []
+    for body in _loop_bodies(before):
+        ops = flatbuffer.operators(before, body)
+        makers = {t: op.name for op in ops for t in op.outputs}
+        # the image reaches the body through its float input: a SLICE of it is an activation
+        activations = {int(before.subgraphs[body].inputs[1])}
+        for op in ops:
+            if activations & set(op.inputs):
+                activations.update(op.outputs)
+        for index, old in enumerate(before.subgraphs[body].tensors):
+            if old.quantization is None or old.quantization.min is None:
+                continue
+            new = after.subgraphs[body].tensors[index].quantization
+            (low, high), (new_low, new_high) = ((float(q.min[0]), float(q.max[0]))
+                                                for q in (old.quantization, new))
+            if makers.get(index) == "SLICE" and index not in activations:
+                exact.append((new_low, new_high) == (low, high))
+            else:
+                shrunk[body] += new_high - new_low < 0.95 * (high - low)
+    assert len(exact) == 4 * len(_loop_bodies(before)) and all(exact)  # 2 tables x 2 norms
+    # narrowed by 5% or more: 6, 6, 3 and 6 tensors of the four bodies (oneDNN on or off)
+    assert len(shrunk) == len(_loop_bodies(before)) and min(shrunk.values()) >= 2, shrunk
+
+
 @pytest.mark.parametrize("value, message", [
     ("stage1", r"reuse_loops='stage1'; expected False, True, or a non-empty list of LRU block "
                r"names of model .*: \['stage1', 'stage2', 'stage3', 'stage4'\]"),
@@ -314,3 +419,29 @@ def test_cli_reuse_loops_errors_are_one_line(arguments, message, tmp_path, capsy
     err = capsys.readouterr().err
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert re.search(message, err), err
+
+
+# The issue's aim: 14-LruNet-1x int8 in a TFLM arena of at most 256 KiB, within 0.1 points of
+# the shipped (unrolled) int8 file's CIFAR-10 accuracy. Stage 1 stays unrolled: its loop state
+# (16x16x64, float32 between reuses) alone would take the arena above the aim.
+MICRO_AIM_BYTES = 256 * 1024
+MICRO_AIM_LOOPS = ["stage2", "stage3", "stage4"]
+
+
+@pytest.mark.slow
+def test_14_lrunet_with_loops_fits_the_ram_aim_at_the_shipped_files_accuracy(
+        prepared_datasets, litert_test_predictions, test_set, tmp_path):
+    from lru_keras import zoo
+
+    shipped = next(row for row in _shipped("int8") if row["weights"] == "lrunet14_1x.cifar10")
+    entry = zoo.get_weights("lrunet14_1x.cifar10")
+    path = tmp_path / "lrunet14_1x.loops.int8.tflite"
+    with pytest.warns(UserWarning, match=r"XNNPACK leaves .*3 x WHILE"):
+        spec = tflite.export(zoo.create(entry.name), path, "int8", dataset="cifar10",
+                             io_dtype="uint8", reuse_loops=MICRO_AIM_LOOPS, verbose=False)
+    assert spec["reuse_loops"] == MICRO_AIM_LOOPS
+    # the export ran it in TFLM (bit-identical to LiteRT's reference kernels) and measured it
+    assert spec["micro"]["arena_bytes"] <= MICRO_AIM_BYTES < shipped["micro"]["arena_bytes"]
+    labels = test_set("cifar10")[1]
+    accuracy = 100 * np.mean(litert_test_predictions(path, "cifar10") == labels)
+    assert accuracy >= shipped["accuracy"] - 0.1, (accuracy, shipped["accuracy"])

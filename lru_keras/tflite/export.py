@@ -91,12 +91,13 @@ def export(model, path, quantization="float32", representative_data=None, *,
             (`graph.loop_blocks(model)`). For TensorFlow Lite Micro: its arena holds per-op
             data (an int8 conv's per-channel requantization) for every op, so the unrolled
             form's RAM grows with N and the loop's does not (14-LruNet-1x int8: 565 KiB
-            unrolled, 260 KiB with every block a loop, 209 KiB with stages 2-4). The cost:
-            in int8 every reuse shares one activation range per tensor and one int8 table of
-            BatchNorm scales (the converter does not quantize WHILE, so the loop-carried
-            tensors stay float32, converted at the loop's ends), and MSE ranges refine only
-            tensors outside loops, which costs int8 accuracy (bench/micro_loops.py measures
-            it); XNNPACK does not take WHILE. Needs share_weights.
+            unrolled, 260 KiB with every block a loop, 209 KiB with stages 2-4). In int8
+            every reuse shares one activation range per tensor of the body (chosen by the
+            MSE refinement over the values of all reuses, `ranges.refine_ranges`) and one
+            int8 table of BatchNorm scales; the converter does not quantize WHILE, so the
+            loop-carried tensors stay float32, converted at the loop's ends
+            (bench/micro_loops.py measures the accuracy of each form); XNNPACK does not take
+            WHILE. Needs share_weights.
         verbose: progress lines on stderr (what is being done, at least every 10 s); default:
             for int8 (calibration and conversion take a minute or more), not for the others
             (seconds).

@@ -380,6 +380,83 @@ def loop_state(model):
                   if type_name(model.subgraphs[s].tensors[t].type) == "float32")
 
 
+def inline_loops(model):
+    """Every counted WHILE of subgraph 0 replaced by its body repeated once per iteration.
+
+    A counted loop is one our export writes (`lru_keras.layers.reuse.reuse_loop`): its first
+    loop variable is an int32 counter that starts at a constant, the condition is `counter <
+    constant` (one LESS op) and the body adds a constant to it. Other loops stay as they are.
+    Changes `model` (a `read` result) in place and returns where the values of the loops'
+    tensors now are: {(subgraph index, tensor index) of a body tensor or of a WHILE output:
+    [subgraph-0 tensor indices holding its value, one per iteration]} (every other subgraph-0
+    tensor keeps its index). An interpreter then sees the values every iteration computes
+    (what calibrating the body's int8 ranges needs, see `ranges.refine_ranges`), which it
+    cannot inside a WHILE.
+    """
+    graph = model.subgraphs[0]
+    locations = collections.defaultdict(list)
+    operators_out = []
+    for info, op in zip(operators(model, 0), list(graph.operators or [])):
+        trips = _trip_count(model, info, op) if info.name == "WHILE" else None
+        if trips is None:
+            operators_out.append(op)
+            continue
+        body_index = op.builtinOptions.bodySubgraphIndex
+        body = model.subgraphs[body_index]
+        state = [int(t) for t in op.inputs]  # rewired if an earlier loop feeds it
+        for _ in range(trips):
+            remap = dict(zip((int(t) for t in body.inputs), state))
+            for index, tensor in enumerate(body.tensors):
+                if index not in remap:
+                    graph.tensors.append(copy_module.deepcopy(tensor))
+                    remap[index] = len(graph.tensors) - 1
+                locations[(body_index, index)].append(remap[index])
+            for body_op in body.operators or []:
+                copied = copy_module.deepcopy(body_op)
+                copied.inputs = _remapped(body_op.inputs, remap)
+                copied.outputs = _remapped(body_op.outputs, remap)
+                operators_out.append(copied)
+            state = [remap[int(t)] for t in body.outputs]
+        finals = dict(zip(info.outputs, state))
+        for output, final in finals.items():
+            locations[(0, output)].append(final)
+        for later in graph.operators or []:
+            later.inputs = _remapped(later.inputs, finals, keep_missing=True)
+        graph.outputs = _remapped(graph.outputs, finals, keep_missing=True)
+    graph.operators = operators_out
+    return dict(locations)
+
+
+def _trip_count(model, info, op):
+    """How often a WHILE op of subgraph 0 runs its body, if it is a counted loop (see
+    `inline_loops`), else None."""
+    graph = model.subgraphs[0]
+
+    def scalar(tensors, index):
+        tensor = tensors[index]
+        data = tensor_bytes(model, tensor)
+        if type_name(tensor.type) != "int32" or len(data) != 4:
+            return None
+        return int(np.frombuffer(data, np.int32)[0])
+
+    condition = model.subgraphs[op.builtinOptions.condSubgraphIndex]
+    body_index = op.builtinOptions.bodySubgraphIndex
+    body = model.subgraphs[body_index]
+    start = scalar(graph.tensors, info.inputs[0])
+    tests = operators(model, op.builtinOptions.condSubgraphIndex)
+    counter = int(condition.inputs[0])
+    if start is None or len(tests) != 1 or tests[0].name != "LESS" or \
+            tests[0].inputs[0] != counter:
+        return None
+    limit = scalar(condition.tensors, tests[0].inputs[1])
+    steps = [scalar(body.tensors, o.inputs[1]) for o in operators(model, body_index)
+             if o.name == "ADD" and o.inputs[0] == int(body.inputs[0])
+             and o.outputs[0] == int(body.outputs[0])]
+    if limit is None or len(steps) != 1 or steps[0] is None or steps[0] <= 0:
+        return None
+    return max(0, -(-(limit - start) // steps[0]))
+
+
 def set_metadata(model, name, content):
     """Adds (or replaces) a metadata entry `name` holding `content` (bytes) in its own buffer."""
     entries = [m for m in (model.metadata or []) if _text(m.name) != name]

@@ -20,6 +20,12 @@ def refine_ranges(calibrated, images, batch_size=10):
     squared error is kept. The model input and the tensors feeding SOFTMAX (logits) keep
     their full range. Returns (the calibrated model bytes with new ranges, number changed).
 
+    A tensor in the body of a loop (an LRU block exported with `reuse_loops`) has one range
+    for all reuses: its histogram pools the values of every reuse, read from a copy of the
+    model with the loop unrolled (`flatbuffer.inline_loops`). On 14-LruNet-1x with stages 2-4
+    as loops this took CIFAR-10 int8 accuracy from 88.61% (min/max inside the loops) to
+    89.08% (the unrolled file: 88.95%).
+
     Weighting each value's error by the square of the BatchNorm scale applied next (finer
     steps for the small channels a BatchNorm amplifies) shrank the ranges until the large
     channels clipped: 82% instead of 88.9% on CIFAR-10.
@@ -31,24 +37,34 @@ def refine_ranges(calibrated, images, batch_size=10):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     model = flatbuffer.read(calibrated)
+    inlined = flatbuffer.read(calibrated)
+    locations = flatbuffer.inline_loops(inlined)
+    subgraphs = sorted({0} | {s for s, _ in locations})
     graph = model.subgraphs[0]
-    keep = set(int(t) for t in graph.inputs) | set(int(t) for t in graph.outputs)
-    for op in flatbuffer.operators(model):
-        if op.name == "SOFTMAX":
-            keep.update(op.inputs)
+    keep = {(0, int(t)) for t in (*graph.inputs, *graph.outputs)}
+    for s in subgraphs:
+        keep.update((s, t) for op in flatbuffer.operators(model, s) if op.name == "SOFTMAX"
+                    for t in op.inputs)
     ranges = {}
-    for index, tensor in enumerate(graph.tensors):
-        q = tensor.quantization
-        if (index not in keep and q is not None and q.min is not None and len(q.min) == 1
-                and float(q.max[0]) > float(q.min[0])):
-            ranges[index] = (float(q.min[0]), float(q.max[0]))
+    for s in subgraphs:
+        constant = _constant_values(model, s)
+        for index, tensor in enumerate(model.subgraphs[s].tensors):
+            q = tensor.quantization
+            if ((s, index) not in keep and index not in constant and q is not None
+                    and q.min is not None and len(q.min) == 1
+                    and float(q.max[0]) > float(q.min[0])):
+                ranges[(s, index)] = (float(q.min[0]), float(q.max[0]))
     if not ranges:
         return calibrated, 0
+    # where each range's values are in the inlined model: its own index in subgraph 0, every
+    # iteration's copy for a tensor of a loop body
+    sources = [(location, key) for key in ranges
+               for location in locations.get(key, [key[1]] if key[0] == 0 else [])]
     interpreter = Interpreter(
-        model_content=bytes(calibrated), experimental_preserve_all_tensors=True,
+        model_content=flatbuffer.write(inlined), experimental_preserve_all_tensors=True,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     entry = interpreter.get_input_details()[0]
-    histograms = {index: np.zeros(HISTOGRAM_BINS) for index in ranges}
+    histograms = {key: np.zeros(HISTOGRAM_BINS) for key in ranges}
     shape = tuple(int(d) for d in entry["shape"][1:])
     rng = np.random.default_rng(0)  # fixed: the same images give the same file
     for start in range(0, len(images), batch_size):
@@ -57,27 +73,27 @@ def refine_ranges(calibrated, images, batch_size=10):
         interpreter.allocate_tensors()
         interpreter.set_tensor(entry["index"], batch)
         interpreter.invoke()
-        for index, (low, high) in ranges.items():
-            values = interpreter.get_tensor(index).reshape(-1)
+        for location, key in sources:
+            values = interpreter.get_tensor(location).reshape(-1)
             if values.size > SAMPLES_PER_BATCH:  # a random sample: a stride would pick
                 values = values[rng.integers(0, values.size, SAMPLES_PER_BATCH)]  # channels
-            histograms[index] += np.histogram(values, HISTOGRAM_BINS, (low, high))[0]
+            histograms[key] += np.histogram(values, HISTOGRAM_BINS, ranges[key])[0]
     chosen = {}
-    for index, (low, high) in ranges.items():
-        a = best_shrink(histograms[index], low, high)
-        chosen[index] = (low * a, high * a)
+    for key, (low, high) in ranges.items():
+        a = best_shrink(histograms[key], low, high)
+        chosen[key] = (low * a, high * a)
     # Ops that move values without computing (RESHAPE, TRANSPOSE, CONCATENATION, ...) need
     # the same int8 scale on their inputs and outputs; tensors they connect get one range, the
     # widest any of them chose (otherwise the quantizer leaves such ops in float).
     for group in _same_scale_groups(model, ranges):
-        low = min(chosen[t][0] for t in group)
-        high = max(chosen[t][1] for t in group)
-        for t in group:
-            chosen[t] = (low, high)
+        low = min(chosen[key][0] for key in group)
+        high = max(chosen[key][1] for key in group)
+        for key in group:
+            chosen[key] = (low, high)
     changed = 0
-    for index, (low, high) in chosen.items():
-        if (low, high) != ranges[index]:
-            q = graph.tensors[index].quantization
+    for (s, index), (low, high) in chosen.items():
+        if (low, high) != ranges[(s, index)]:
+            q = model.subgraphs[s].tensors[index].quantization
             q.min = np.array([low], np.float32)
             q.max = np.array([high], np.float32)
             changed += 1
@@ -90,27 +106,46 @@ SAME_SCALE_OPS = ("RESHAPE", "TRANSPOSE", "CONCATENATION", "SPLIT", "SPLIT_V", "
 
 
 def _same_scale_groups(model, ranges):
-    """Sets of activation tensors joined by ops that need one scale on inputs and outputs."""
+    """Sets of activation tensors ((subgraph, tensor) keys of `ranges`) joined by ops that
+    need one scale on inputs and outputs."""
     from lru_keras.tflite import flatbuffer
 
-    parent = {t: t for t in ranges}
+    parent = {key: key for key in ranges}
 
-    def find(t):
-        while parent[t] != t:
-            parent[t] = parent[parent[t]]
-            t = parent[t]
-        return t
+    def find(key):
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
 
-    for op in flatbuffer.operators(model):
-        if op.name not in SAME_SCALE_OPS:
-            continue
-        members = [t for t in (*op.inputs, *op.outputs) if t in ranges]
-        for t in members[1:]:
-            parent[find(t)] = find(members[0])
+    for s in sorted({s for s, _ in ranges}):
+        for op in flatbuffer.operators(model, s):
+            if op.name not in SAME_SCALE_OPS:
+                continue
+            members = [(s, t) for t in (*op.inputs, *op.outputs) if (s, t) in ranges]
+            for key in members[1:]:
+                parent[find(key)] = find(members[0])
     groups = {}
-    for t in ranges:
-        groups.setdefault(find(t), []).append(t)
+    for key in ranges:
+        groups.setdefault(find(key), []).append(key)
     return [g for g in groups.values() if len(g) > 1]
+
+
+def _constant_values(model, subgraph):
+    """Tensors of a subgraph whose values do not depend on the image: constants, int32
+    tensors (shapes, a loop's counter) and what ops compute from those alone (a row of a
+    loop's BatchNorm table: SLICE of a constant at the counter). Their ranges are exact, not
+    calibrated."""
+    from lru_keras.tflite import flatbuffer
+
+    graph = model.subgraphs[subgraph]
+    fixed = {index for index, tensor in enumerate(graph.tensors)
+             if flatbuffer.tensor_bytes(model, tensor)
+             or flatbuffer.type_name(tensor.type) == "int32"}
+    for op in flatbuffer.operators(model, subgraph):
+        if all(t < 0 or t in fixed for t in op.inputs):
+            fixed.update(op.outputs)
+    return fixed
 
 
 def best_shrink(histogram, low, high):
