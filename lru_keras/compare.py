@@ -23,7 +23,6 @@ from lru_keras.validation import require_choice, require_positive_int
 SHIPPED_TFLITE = Path(__file__).resolve().parents[1] / "tflite"
 MAKE_TFLITE = SHIPPED_TFLITE / "make_tflite.py"
 QUANTIZATIONS = ("int8", "float16")
-LAYER_REUSE_BUILDERS = ("LruNet",)
 FAMILIES = ("layer reuse", "kernel sharing", "baseline")
 LATENCY_THREADS = 1  # batch-1 latency on one thread: what a phone app's single request sees
 # Columns of the table: (header, row key, format, whether higher is better).
@@ -125,12 +124,17 @@ def tflite_files(names, tflite_dir=None):
     return files
 
 
-def family(entry):
-    """The family of a weights entry in the comparison: "layer reuse" (LruNet), "kernel
-    sharing" (a ConvMixer built with `sharing` other than "none") or "baseline"."""
-    if entry.builder in LAYER_REUSE_BUILDERS:
+def family(model):
+    """The family of a built model in the comparison, from how it shares weights: "layer
+    reuse" (a layer that calls its own convs again, `lru_keras.layers.Reused` and LRUBlock),
+    "kernel sharing" (a conv layer the model calls at more than one place, as
+    `lru_keras.sharing.share_kernels` makes them) or "baseline"."""
+    from lru_keras.layers.reuse import Reused
+    from lru_keras.tflite import graph
+
+    if any(isinstance(layer, Reused) for layer in graph.all_layers(model)):
         return FAMILIES[0]
-    if entry.builder == "ConvMixer" and entry.arguments.get("sharing", "none") != "none":
+    if graph.shared_layers(model):
         return FAMILIES[1]
     return FAMILIES[2]
 
@@ -150,7 +154,7 @@ def _measure(entry, paths, dataset, limit, data_dir):
     int8_result = tflite.evaluate(paths["int8"], dataset, "test", limit=limit,
                                   data_dir=data_dir, progress=False)
     return {
-        "name": entry.name, "builder": entry.builder, "family": family(entry),
+        "name": entry.name, "builder": entry.builder, "family": family(model),
         "params": analysis.count_parameters(model)["trainable"],
         "mflops": analysis.count_macs(model) / 1e6,
         "keras_accuracy": keras_result["accuracy"], "recorded_accuracy": entry.accuracy,
