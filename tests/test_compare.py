@@ -7,7 +7,6 @@ work. The slow tier runs all three datasets on 1000 test images each.
 """
 
 import contextlib
-import dataclasses
 import io
 import json
 import math

@@ -276,20 +276,6 @@ def _loop_bodies(model):
             if op_info.name == "WHILE"]
 
 
-def _run(content, images):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(
-        model_content=content,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    entry = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(entry["index"], images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(entry["index"], images)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
 def test_inlined_loops_compute_what_the_loops_compute(small_exports):
     """`flatbuffer.inline_loops` (what calibrates the int8 ranges inside loops) repeats each
     loop body once per reuse in the main graph: the same outputs, and each body tensor's
@@ -307,7 +293,8 @@ def test_inlined_loops_compute_what_the_loops_compute(small_exports):
         for index in range(len(model.subgraphs[body].tensors)):
             assert len(locations[body, index]) == 3
     images = data.load_sample()[0][:8].astype(np.float32)
-    np.testing.assert_array_equal(_run(flatbuffer.write(model), images), _run(content, images))
+    np.testing.assert_array_equal(micro.reference_outputs(flatbuffer.write(model), images),
+                                  micro.reference_outputs(content, images))
 
 
 def test_a_loop_that_is_not_counted_is_left_as_it_is(tmp_path):
